@@ -1,0 +1,8 @@
+"""Diffusion model bundle, loading, tiny test models and device choice."""
+
+from .bundle import DiffusionModel
+from .device import parse_dtype, pick_device
+from .loading import DEFAULT_MODEL, ModelLoadError, load_model
+from .tiny import build_tiny
+
+__all__ = ["DEFAULT_MODEL", "DiffusionModel", "ModelLoadError", "build_tiny", "load_model", "parse_dtype", "pick_device"]
