@@ -298,18 +298,18 @@ def format_budget(eps: float) -> str:
 
 @dataclass
 class Distances:
-    """Per-image distances between two image sets, in [0, 1] units (``*_255`` gives k/255)."""
+    """Per-image distances between two image sets, held in k/255 units (``linf`` / ``l2`` give [0, 1] units)."""
 
-    linf: torch.Tensor  # (B,) max |a - b| over C, H, W
-    l2: torch.Tensor  # (B,) ||a - b||_2 over C, H, W
-
-    @property
-    def linf_255(self) -> torch.Tensor:
-        return self.linf * 255.0
+    linf_255: torch.Tensor  # (B,) max |a - b| over C, H, W, in k/255
+    l2_255: torch.Tensor  # (B,) ||a - b||_2 over C, H, W, in k/255 units
 
     @property
-    def l2_255(self) -> torch.Tensor:
-        return self.l2 * 255.0
+    def linf(self) -> torch.Tensor:
+        return self.linf_255 / 255.0
+
+    @property
+    def l2(self) -> torch.Tensor:
+        return self.l2_255 / 255.0
 
     def summary(self) -> dict[str, float]:
         """Max L-inf and mean L2, in [0, 1] units and as k/255."""
@@ -324,12 +324,14 @@ class Distances:
 def perturbation_norms(a: torch.Tensor, b: torch.Tensor, *, measured: bool = True) -> Distances:
     """Distances between image sets ``a`` and ``b`` (``B x 3 x H x W`` in [0, 1]).
 
-    With ``measured=True`` both sets are first quantized to 8 bits, i.e. the budget is measured as
-    it will be after saving (PROTECTIONS.md: budgets are checked on the saved files).
+    With ``measured=True`` both sets are first rounded to 8 bits, i.e. the budget is measured as it
+    will be after saving (PROTECTIONS.md: budgets are checked on the saved files); the L-inf is then
+    an exact integer k of k/255.
     """
     if a.shape != b.shape:
         raise ValueError(f"image sets differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
+    a255, b255 = a.detach().double() * 255.0, b.detach().double() * 255.0
     if measured:
-        a, b = quantize(a.float()), quantize(b.float())
-    diff = (a.float() - b.float()).flatten(1)
-    return Distances(linf=diff.abs().amax(dim=1), l2=diff.norm(dim=1))
+        a255, b255 = a255.clamp(0, 255).round(), b255.clamp(0, 255).round()
+    diff = (a255 - b255).flatten(1)
+    return Distances(linf_255=diff.abs().amax(dim=1), l2_255=diff.norm(dim=1))

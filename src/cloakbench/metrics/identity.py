@@ -1,0 +1,262 @@
+"""Identity metrics: ISM, FDFR, IMS (and its two parts) and the subject detection score.
+
+Definitions follow METRICS.md §2 exactly; every result is labelled with its face backend
+(``ism[dlib]`` is our offline substitute and is never comparable with the ArcFace numbers of the
+papers). ``G`` = generated (or evaluated) images, ``R`` = clean references of the same identity.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import OrderedDict
+
+import numpy as np
+import torch
+
+from ..images import to_uint8
+from .base import Metric, MetricResult, nanmean, register_metric
+from .faces import Face, FaceBackend, cosine, create_face_backend
+
+log = logging.getLogger(__name__)
+
+_CACHE: OrderedDict[tuple[str, str], list[Face]] = OrderedDict()
+_CACHE_SIZE = 512
+
+
+def detect_all(backend: FaceBackend, images: torch.Tensor) -> list[list[Face]]:
+    """Faces per image (largest first), memoised by image content, so metrics share one pass."""
+    out = []
+    config = f"{type(backend).__name__}:{sorted((k, v) for k, v in vars(backend).items() if isinstance(v, (int, float, str)))}"
+    for arr in to_uint8(images):
+        key = (config, hashlib.sha1(arr.tobytes() + str(arr.shape).encode()).hexdigest())
+        if key not in _CACHE:
+            _CACHE[key] = backend.faces(arr)
+            if len(_CACHE) > _CACHE_SIZE:
+                _CACHE.popitem(last=False)
+        out.append(_CACHE[key])
+    return out
+
+
+def reference_embeddings(backend: FaceBackend, references: torch.Tensor) -> tuple[list[np.ndarray], int]:
+    """Largest-face embedding of each reference with a face, and how many references had none."""
+    embs, missing = [], 0
+    for faces in detect_all(backend, references):
+        if faces:
+            embs.append(faces[0].embedding)
+        else:
+            missing += 1
+    if not embs:
+        raise ValueError(f"no face found in any of the {references.shape[0]} reference images ({backend.name})")
+    return embs, missing
+
+
+PENALTIES = {"-1": -1.0, "minus_one": -1.0, "0": 0.0, "zero": 0.0, "skip": None}
+
+
+def _penalty(policy: str) -> float | None:
+    if policy not in PENALTIES:
+        raise ValueError(f"no-face policy must be one of {sorted(PENALTIES)}, not {policy!r}")
+    return PENALTIES[policy]
+
+
+class _FaceMetric(Metric):
+    needs_face = True
+
+    def __init__(self, backend: str | FaceBackend = "dlib", **backend_kw) -> None:
+        self.face = create_face_backend(backend, **backend_kw)
+        self.backend = self.face.name
+        self.licence = self.face.licence
+
+
+@register_metric
+class ISM(_FaceMetric):
+    """Identity Score Matching (Anti-DreamBooth, ``evaluations/ism_fdfr.py``).
+
+    ``e_bar`` = mean embedding of the references' largest faces (references without a face are left
+    out; Anti-DreamBooth still counts them in the divisor, which only rescales ``e_bar`` and leaves
+    the cosine unchanged). Per image with a face: ``cos(e(g), e_bar)`` of its largest face.
+    ``ISM = mean over images with a face``. Images without a face are skipped (``no_face="skip"``,
+    the reference behaviour, which lets a high FDFR *raise* ISM: always report FDFR with it), or
+    scored 0 / -1. When no image has a face, ``empty="skip"`` gives None (Anti-DreamBooth drops the
+    subject) and ``empty="zero"`` gives 0 (DisDiff's copy).
+    """
+
+    name = "ism"
+    higher_better = True
+    value_range = (-1.0, 1.0)
+    needs_reference = True
+
+    def __init__(self, backend: str | FaceBackend = "dlib", no_face: str = "skip", empty: str = "skip", **kw) -> None:
+        super().__init__(backend, **kw)
+        self.no_face, self.empty = _penalty(no_face), empty
+        if empty not in ("skip", "zero"):
+            raise ValueError(f"empty must be 'skip' or 'zero', not {empty!r}")
+
+    def compute(self, images: torch.Tensor, references: torch.Tensor | None) -> MetricResult:
+        assert references is not None
+        refs, ref_missing = reference_embeddings(self.face, references)
+        e_bar = np.mean(refs, axis=0)
+        per: list[float | None] = []
+        for faces in detect_all(self.face, images):
+            per.append(cosine(faces[0].embedding, e_bar) if faces else self.no_face)
+        n_no_face = sum(1 for f in detect_all(self.face, images) if not f)
+        value = nanmean(per)
+        if value is None and self.empty == "zero":
+            value = 0.0
+        return self.result(value, per, n_no_face=n_no_face,
+                           details={"references_without_face": ref_missing, "backend_version": self.face.version()})
+
+
+@register_metric
+class FDFR(_FaceMetric):
+    """Face Detection Failure Rate (Anti-DreamBooth): share of images where the detector finds no face.
+
+    Only detector misses count (files are validated on loading, so unreadable files never count as
+    misses). FDFR is defined relative to its detector: the label names it.
+    """
+
+    name = "fdfr"
+    higher_better = False
+    value_range = (0.0, 1.0)
+
+    def compute(self, images: torch.Tensor, references: torch.Tensor | None) -> MetricResult:
+        per = [0.0 if faces else 1.0 for faces in detect_all(self.face, images)]
+        return self.result(float(np.mean(per)), per, n_no_face=int(sum(per)),
+                           details={"backend_version": self.face.version()})
+
+
+def thresholded_scores(face: FaceBackend, images: torch.Tensor, refs: list[np.ndarray]) -> list[dict]:
+    """IMS_VGG per image (MetaCloak ``IMS_get_score``): distances to every reference, keep those <= tau.
+
+    Score = 1 - mean(kept distances) if any reference verifies, else -1. Without a detected face the
+    whole image is embedded (deepface ``enforce_detection=False``).
+    """
+    rows = []
+    for arr, faces in zip(to_uint8(images), detect_all(face, images)):
+        emb = faces[0].embedding if faces else face.embed_whole(arr)
+        d = np.array([face.dist(emb, r) for r in refs])
+        kept = d[d <= face.threshold]
+        rows.append({"score": float(1.0 - kept.mean()) if kept.size else -1.0, "verified": bool(kept.size),
+                     "has_face": bool(faces)})
+    return rows
+
+
+@register_metric
+class IMSThresholded(_FaceMetric):
+    """The thresholded identity part of IMS (MetaCloak's IMS_VGG), on the chosen backend.
+
+    Per image ``g``: ``d_r`` = distance of ``e(g)`` to each reference ``r``; keep ``d_r <= tau``;
+    ``score(g) = 1 - mean(kept d_r)`` if any is kept, else ``-1``. The aggregate is the mean over G.
+    On ``deepface`` (VGG-Face, cosine, tau 0.40 / 0.68 by version) this is MetaCloak's metric; on
+    ``dlib`` it is our construction: L2 distance, tau = 0.6, so verified scores lie in [0.4, 1].
+    The distribution is bimodal ({-1} and the verified band): the verification rate and the mean
+    score of verified images are reported in ``details`` and are the numbers to read first.
+    """
+
+    name = "ims_vgg"
+    higher_better = True
+    value_range = (-1.0, 1.0)
+    needs_reference = True
+
+    def compute(self, images: torch.Tensor, references: torch.Tensor | None) -> MetricResult:
+        assert references is not None
+        refs, ref_missing = reference_embeddings(self.face, references)
+        rows = thresholded_scores(self.face, images, refs)
+        per = [r["score"] for r in rows]
+        verified = [r["score"] for r in rows if r["verified"]]
+        return self.result(nanmean(per), per, n_no_face=sum(not r["has_face"] for r in rows), details={
+            "verification_rate": len(verified) / len(rows), "verified_mean": nanmean(verified),
+            "threshold": self.face.threshold, "distance": self.face.distance,
+            "references_without_face": ref_missing, "backend_version": self.face.version()})
+
+
+def ip_scores(face: FaceBackend, images: torch.Tensor, refs: list[np.ndarray], penalty: float | None) -> list[float | None]:
+    """IMS_IP per image: mean cosine of the largest face to each reference; no face -> ``penalty``."""
+    return [float(np.mean([cosine(faces[0].embedding, r) for r in refs])) if faces else penalty
+            for faces in detect_all(face, images)]
+
+
+@register_metric
+class IMSIP(_FaceMetric):
+    """The embedding part of IMS (this paper's IMS_IP; code not released, METRICS.md §2).
+
+    Per image: mean cosine similarity of its largest face's embedding to each reference embedding
+    (InsightFace ``normed_embedding`` in the paper); no face -> ``no_face`` (-1 by default, as the
+    thresholded part; 0 or skip are options since the paper's rule is unknown).
+    """
+
+    name = "ims_ip"
+    higher_better = True
+    value_range = (-1.0, 1.0)
+    needs_reference = True
+
+    def __init__(self, backend: str | FaceBackend = "dlib", no_face: str = "-1", **kw) -> None:
+        super().__init__(backend, **kw)
+        self.no_face = _penalty(no_face)
+
+    def compute(self, images: torch.Tensor, references: torch.Tensor | None) -> MetricResult:
+        assert references is not None
+        refs, ref_missing = reference_embeddings(self.face, references)
+        per = ip_scores(self.face, images, refs, self.no_face)
+        n_no_face = sum(1 for f in detect_all(self.face, images) if not f)
+        return self.result(nanmean(per), per, n_no_face=n_no_face,
+                           details={"references_without_face": ref_missing, "backend_version": self.face.version()})
+
+
+@register_metric
+class IMS(Metric):
+    """The paper's identity score: ``IMS = lam * IMS_IP + (1 - lam) * IMS_VGG``, lam = 0.7.
+
+    From DiffShortcut's ``get_score_tempalte.py``. The paper's parts are InsightFace (IP) and
+    deepface VGG-Face (thresholded); ``backend="dlib"`` computes both parts on dlib embeddings with
+    dlib's L2 threshold 0.6 and is labelled ``ims[dlib]`` (our substitute, not the paper's numbers).
+    ``backend="paper"`` is ``ip_backend="insightface", vgg_backend="deepface"``. Per-image values are
+    ``lam * ip(g) + (1 - lam) * thr(g)``; the aggregate is their mean (equal to combining the means).
+    """
+
+    name = "ims"
+    higher_better = True
+    value_range = (-1.0, 1.0)
+    needs_face = True
+    needs_reference = True
+
+    def __init__(self, backend: str = "dlib", ip_backend: str | None = None, vgg_backend: str | None = None,
+                 lam: float = 0.7, no_face: str = "-1") -> None:
+        if backend == "paper":
+            ip_backend, vgg_backend = ip_backend or "insightface", vgg_backend or "deepface"
+        self.ip = create_face_backend(ip_backend or backend)
+        self.thr = self.ip if (vgg_backend or backend) == self.ip.name else create_face_backend(vgg_backend or backend)
+        self.lam, self.no_face = float(lam), _penalty(no_face)
+        self.backend = self.ip.name if self.ip is self.thr else f"{self.ip.name}+{self.thr.name}"
+
+    def compute(self, images: torch.Tensor, references: torch.Tensor | None) -> MetricResult:
+        assert references is not None
+        ip_refs, _ = reference_embeddings(self.ip, references)
+        thr_refs = ip_refs if self.thr is self.ip else reference_embeddings(self.thr, references)[0]
+        ip = ip_scores(self.ip, images, ip_refs, self.no_face)
+        thr = thresholded_scores(self.thr, images, thr_refs)
+        per = [None if a is None else self.lam * a + (1 - self.lam) * t["score"] for a, t in zip(ip, thr)]
+        return self.result(nanmean(per), per, n_no_face=sum(not t["has_face"] for t in thr), details={
+            "lam": self.lam, "ims_ip": nanmean(ip), "ims_vgg": nanmean([t["score"] for t in thr]),
+            "verification_rate": float(np.mean([t["verified"] for t in thr])),
+            "threshold": self.thr.threshold})
+
+
+@register_metric
+class DetectionScore(_FaceMetric):
+    """Subject detection score (MetaCloak ``FDSR_get_score``; not the SDS protection).
+
+    Per image: mean detector confidence of its faces, 0 when none. With dlib the confidences are the
+    detector's raw scores (HOG SVM margin, MMOD score), not probabilities: compare only within a backend.
+    """
+
+    name = "detection_score"
+    higher_better = True
+    value_range = (-np.inf, np.inf)
+
+    def compute(self, images: torch.Tensor, references: torch.Tensor | None) -> MetricResult:
+        faces_per = detect_all(self.face, images)
+        per = [float(np.mean([f.confidence for f in faces])) if faces else 0.0 for faces in faces_per]
+        return self.result(float(np.mean(per)), per, n_no_face=sum(not f for f in faces_per),
+                           details={"backend_version": self.face.version()})

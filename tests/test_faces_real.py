@@ -1,0 +1,78 @@
+"""Identity metrics on the real faces of shared/data (skipped when absent)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from cloakbench.images import read_images
+from cloakbench.metrics import create_metric
+
+pytestmark = pytest.mark.data
+
+
+def test_dlib_calibration_on_labelled_pairs(shared_data):
+    from cloakbench.metrics.calibration import calibrate
+
+    c = calibrate(shared_data / "faces/labelled/pairs.csv", "dlib")
+    print(c.summary())
+    assert c.n_pairs + c.skipped_pairs >= 299 and c.n_same >= 30
+    assert c.auc >= 0.98 and c.eer <= 0.05
+
+
+def test_identity_metrics_clean_leave_one_out(shared_data):
+    clean = read_images(shared_data / "faces/vggface2/id2/clean").images
+    refs, probe = clean[1:], clean[:1]
+    ism = create_metric("ism[dlib]")(probe, refs)
+    ims = create_metric("ims[dlib]")(probe, refs)
+    fdfr = create_metric("fdfr[dlib]")(clean)
+    assert fdfr.value == 0.0 and ism.value > 0.9  # same person, detected
+    assert ims.details["verification_rate"] == 1.0 and 0.4 <= ims.value <= 1.0
+    other = read_images(shared_data / "faces/vggface2/id1/clean").images
+    assert create_metric("ims_vgg[dlib]")(probe, other).value == -1.0  # a different person never verifies
+
+
+def test_cli_evaluate_writes_per_image_json(shared_data, tmp_path):
+    from typer.testing import CliRunner
+
+    from cloakbench.cli import app
+
+    ident = shared_data / "faces/vggface2/id3"
+    out = tmp_path / "eval.json"
+    res = CliRunner().invoke(app, ["evaluate", str(ident / "protected-metacloak"), "--reference", str(ident / "clean"),
+                                   "--metrics", "fdfr,linf,psnr", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    data = json.loads(out.read_text())
+    linf = data["metrics"]["linf"]
+    assert set(linf["per_image"]) == {p.name for p in (ident / "protected-metacloak").iterdir()}
+    assert 9.0 <= linf["value"] <= 11.0  # MetaCloak at 11/255, measured after 8-bit rounding
+    assert "fdfr[dlib]" in res.output
+
+
+def test_cli_evaluate_needs_reference(shared_data):
+    from typer.testing import CliRunner
+
+    from cloakbench.cli import app
+
+    res = CliRunner().invoke(app, ["evaluate", str(shared_data / "faces/vggface2/id3/clean"), "--metrics", "ism"])
+    assert res.exit_code != 0 and "--reference" in res.output
+
+
+def test_cli_analyze_with_local_clip(shared_data, tmp_path):
+    from typer.testing import CliRunner
+
+    from cloakbench.cli import app
+    from cloakbench.models.clip import Clip, build_tiny_clip
+
+    clip = Clip(build_tiny_clip())
+    clip.model.save_pretrained(tmp_path / "clip")
+    clip.tokenizer.save_pretrained(tmp_path / "clip")
+    ident = shared_data / "faces/vggface2/id1"
+    res = CliRunner().invoke(app, ["analyze", str(ident / "clean"), str(ident / "protected-metacloak"),
+                                   "--clip", str(tmp_path / "clip"), "--out", str(tmp_path / "ana"), "--size", "224"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "ana/misalignment.json").read_text())
+    assert set(summary["groups"]) == {"clean", "protected-metacloak"}
+    assert torch.tensor(summary["groups"]["protected-metacloak"]["cos_to_paired_clean"]).abs() <= 1
