@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
@@ -206,8 +205,11 @@ def test_budget_measured_after_quantization():
 
 def test_parse_and_format_budget():
     assert parse_budget("8/255") == pytest.approx(8 / 255)
-    assert parse_budget(8) == pytest.approx(8 / 255)
+    assert parse_budget("0.0314") == pytest.approx(0.0314)
     assert parse_budget(0.05) == 0.05
+    for bad in ("0", "2", 2, "-1/255"):
+        with pytest.raises(ValueError, match=r"outside \(0, 1\]"):
+            parse_budget(bad)
     assert format_budget(8 / 255) == "8/255" and format_budget(0.05) == "12.75/255"
     with pytest.raises(ValueError, match="k/255"):
         parse_budget("eight")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cloakbench.models import DiffusionModel, ModelLoadError, build_tiny, load_model, pick_device
+from cloakbench.models import ModelLoadError, build_tiny, load_model, pick_device
 
 PROMPT = "a photo of sks person"
 

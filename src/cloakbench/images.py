@@ -276,18 +276,19 @@ def save_images(
 # ----------------------------------------------------------------------------- budgets
 
 def parse_budget(value: str | float | int) -> float:
-    """``"8/255"`` or ``"8"`` (read as k/255 when > 1) or ``0.031`` -> budget in [0, 1] units."""
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            frac = float(Fraction(text))
-        except (ValueError, ZeroDivisionError):
-            raise ValueError(f"cannot read budget {value!r}; write it as k/255, e.g. '8/255'") from None
-        value = frac
-    value = float(value)
-    if value < 0:
-        raise ValueError(f"budget must be >= 0, got {value}")
-    return value / 255.0 if value > 1.0 else value
+    """``"8/255"`` or ``"0.0314"`` (or a number) -> budget in [0, 1] units; must lie in (0, 1].
+
+    A bare number above 1 is refused rather than guessed as k/255: write ``"8/255"``.
+    """
+    text = str(value).strip()
+    try:
+        v = float(Fraction(text)) if isinstance(value, str) else float(value)
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"cannot read budget {value!r}; write it as k/255, e.g. '8/255'") from None
+    if not 0 < v <= 1:
+        hint = f"; did you mean '{text}/255'?" if v > 1 else ""
+        raise ValueError(f"budget {text} is outside (0, 1] ([0, 1] image units){hint}")
+    return v
 
 
 def format_budget(eps: float) -> str:

@@ -87,7 +87,10 @@ class DiffusionModel:
         vae_dtype = dtype if dtype in (None, torch.float32, torch.bfloat16) else torch.float32
         for module, want in ((self.unet, dtype), (self.text_encoder, dtype), (self.vae, vae_dtype)):
             current = next(module.parameters()).dtype
-            module.to(device=device, dtype=None if want in (None, current) else want)
+            if want in (None, current):
+                module.to(device=device)
+            else:
+                module.to(device=device, dtype=want)
         return self
 
     # ------------------------------------------------------------------ VAE
@@ -138,26 +141,25 @@ class DiffusionModel:
         return self.text_encoder(ids, attention_mask=mask)[0].to(self.dtype)
 
     # ------------------------------------------------------------------ loss
-    def loss(
+    def denoise_terms(
         self,
-        images: torch.Tensor,
+        images: torch.Tensor | None,
         prompts: Prompts,
         timesteps: torch.Tensor | int | None = None,
         noise: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         *,
         latents: torch.Tensor | None = None,
-        reduction: str = "mean",
-    ) -> torch.Tensor:
-        """The denoising MSE of training and of every protection (Ho et al. 2020; Rombach et al. 2022).
+    ) -> dict[str, torch.Tensor]:
+        """One training-style forward pass: latents, noise, timesteps, noisy latents, prediction, target.
 
-        ``images`` ``B x 3 x H x W`` in [0, 1] (ignored when ``latents`` are given). Timesteps are
-        drawn uniformly from ``[0, T)`` and noise from N(0, I) with ``generator`` when not given, so
-        the same generator seed gives the same value. The target is the noise (epsilon-prediction)
-        or the velocity (v-prediction). ``reduction="none"`` returns one value per image. Gradients
-        flow to ``images``.
+        ``images`` ``B x 3 x H x W`` in [0, 1] (or ready scaled ``latents``). Timesteps are drawn
+        uniformly from ``[0, T)`` and noise from N(0, I) with ``generator`` when not given. The target
+        is the noise (epsilon-prediction) or the velocity (v-prediction).
         """
         if latents is None:
+            if images is None:
+                raise ValueError("denoise_terms needs images or latents")
             latents = self.encode(images, generator=generator)
         b = latents.shape[0]
         gen_device = generator.device if generator is not None else torch.device("cpu")
@@ -180,12 +182,41 @@ class DiffusionModel:
             target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
         else:
             raise ValueError(f"unsupported prediction_type {self.prediction_type!r}")
-        per = F.mse_loss(pred.float(), target.float(), reduction="none").flatten(1).mean(1)
+        return {"latents": latents, "noise": noise, "timesteps": timesteps, "noisy": noisy, "pred": pred,
+                "target": target, "cond": cond}
+
+    def loss(
+        self,
+        images: torch.Tensor | None,
+        prompts: Prompts,
+        timesteps: torch.Tensor | int | None = None,
+        noise: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        *,
+        latents: torch.Tensor | None = None,
+        reduction: str = "mean",
+    ) -> torch.Tensor:
+        """The denoising MSE of training and of every protection (Ho et al. 2020; Rombach et al. 2022).
+
+        ``images`` ``B x 3 x H x W`` in [0, 1] (ignored when ``latents`` are given). The same
+        generator seed gives the same value. ``reduction="none"`` returns one value per image.
+        Gradients flow to ``images``.
+        """
+        t = self.denoise_terms(images, prompts, timesteps, noise, generator, latents=latents)
+        per = F.mse_loss(t["pred"].float(), t["target"].float(), reduction="none").flatten(1).mean(1)
         if reduction == "none":
             return per
         if reduction == "mean":
             return per.mean()
         raise ValueError(f"reduction must be 'mean' or 'none', not {reduction!r}")
+
+    def predict_x0(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Predicted clean latents from :meth:`denoise_terms` output (epsilon or v parameterisation)."""
+        a = self.noise_scheduler.alphas_cumprod.to(terms["noisy"].device)[terms["timesteps"]].view(-1, 1, 1, 1)
+        a = a.to(terms["noisy"].dtype)
+        if self.prediction_type == "epsilon":
+            return (terms["noisy"] - (1 - a).sqrt() * terms["pred"]) / a.sqrt()
+        return a.sqrt() * terms["noisy"] - (1 - a).sqrt() * terms["pred"]
 
     # ------------------------------------------------------------------ saving
     def to_pipeline(self):  # -> diffusers.StableDiffusionPipeline

@@ -40,6 +40,10 @@ def build_tiny(seed: int = 0, prediction_type: str = "epsilon") -> DiffusionMode
         vocab_size=49408, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407,
         pad_token_id=49407, projection_dim=8,
     ))
+    with torch.no_grad():  # like SD's 0.18215: scale latents to unit variance (here on a fixed random batch)
+        probe = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+        std = float(vae.encode(probe).latent_dist.mean.std())
+    vae.register_to_config(scaling_factor=1.0 / std)
     noise_scheduler = DDPMScheduler(**SD_BETAS, prediction_type=prediction_type, clip_sample=False)
     sampler = PNDMScheduler(**SD_BETAS, prediction_type=prediction_type, skip_prk_steps=True,
                             set_alpha_to_one=False, steps_offset=1)

@@ -1,0 +1,167 @@
+"""Every protection on the tiny model and real faces at 128 px: budget, objective vs random noise, determinism."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cloakbench.images import perturbation_norms, quantize, read_images
+from cloakbench.models import build_tiny
+from cloakbench.protect import create_protection, finalize, list_protections
+
+# Small but real settings: every expensive part shrunk, step sizes large enough to use the budget.
+FAST = {
+    "advdm": {}, "advdm-": {}, "mist": {}, "sds+": {}, "sds-": {}, "sdst": {}, "pid": {},
+    "photoguard": {},
+    "photoguard-e2e": {"grad_reps": 1, "denoise_steps": 2},
+    "aspl": {"surrogate_steps": 1, "train_steps": 1, "pgd_steps": 2},
+    "t-aspl": {"surrogate_steps": 1, "train_steps": 1, "pgd_steps": 2},
+    "e-aspl": {"surrogate_steps": 1, "train_steps": 1, "pgd_steps": 2},
+    "aspl-lora": {"surrogate_steps": 1, "pgd_steps": 2},
+    "fsmg": {"surrogate_steps": 2},
+    "metacloak": {"pool_train_steps": 2, "pool_interval": 1, "trials": 1, "rounds": 2, "pgd_per_round": 2,
+                  "unroll_steps": 1},
+    "caat": {},
+    "simac": {"surrogate_steps": 1, "train_steps": 1, "pgd_steps": 2, "search_steps": 2, "keep": 900},
+}
+STEPS = 6
+
+
+@pytest.fixture(scope="module")
+def faces(shared_data):
+    return read_images(shared_data / "faces/vggface2/id1/clean", 128).images[:2]
+
+
+@pytest.fixture(scope="module")
+def models(shared_data):
+    """Two tiny surrogates, briefly trained on *other* faces so their loss depends on the image.
+
+    A random UNet's denoising loss is nearly flat in the input, so no attack could beat random noise
+    on it; 80 DreamBooth steps (lr 2e-3) on identity id2 make the tiny model a (poor) face denoiser.
+    """
+    from cloakbench.protect.surrogate import train_steps
+
+    train = read_images(shared_data / "faces/vggface2/id2/clean", 128).images
+    out = []
+    for seed in (0, 5):
+        m = build_tiny(seed=seed)
+        train_steps(m, train, "a photo of sks person", 80, lr=2e-3, generator=torch.Generator().manual_seed(seed))
+        out.append(m)
+    return out
+
+
+def test_all_protections_are_covered():
+    assert set(FAST) == set(list_protections())
+
+
+def _make(name, **kw):
+    proto = create_protection(name, steps=STEPS, **FAST[name])
+    alpha = proto.eps / 3 if proto.norm == "linf" else proto.eps / 2
+    return create_protection(name, steps=STEPS, alpha=alpha, **FAST[name], **kw)
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("name", sorted(FAST))
+def test_protection(name, faces, models, tmp_path):
+    surrogate = models if name == "e-aspl" else models[0]
+    prot = _make(name)
+    adv = prot(faces, surrogate, seed=0)
+    clean = quantize(faces)
+    # (a) measured budget after 8-bit rounding
+    d = perturbation_norms(clean, adv)
+    if prot.norm == "linf":
+        assert d.linf_255.max() <= prot.eps * 255 + 1e-6, d.linf_255
+        assert d.linf_255.max() >= 1  # it did perturb
+    else:
+        assert d.l2.max() <= prot.eps + 1e-6
+    # (b) its own objective beats uniform random noise of the same budget
+    g = torch.Generator().manual_seed(99)
+    if prot.norm == "linf":
+        noise = (torch.rand(clean.shape, generator=g) * 2 - 1) * prot.eps
+    else:
+        r = torch.randn(clean.shape, generator=g)
+        noise = r / r.flatten(1).norm(dim=1).view(-1, 1, 1, 1) * prot.eps
+    rand = finalize((clean + noise).clamp(0, 1), clean, prot.eps, prot.norm)
+    ev = prot.evaluate(adv, clean, surrogate, draws=6)
+    er = prot.evaluate(rand, clean, surrogate, draws=6)
+    assert ev > er, (name, ev, er)
+    # (c) same seed -> byte-identical files
+    again = _make(name)(faces, surrogate, seed=0)
+    from cloakbench.images import save_images
+
+    a = save_images(adv, tmp_path / "a")
+    b = save_images(again, tmp_path / "b")
+    assert [p.read_bytes() for p in a] == [p.read_bytes() for p in b]
+    assert prot.stats["updates"] == STEPS and prot.stats["seconds"] > 0
+
+
+def test_unknown_option_and_bad_budget():
+    with pytest.raises(TypeError, match="unknown option"):
+        create_protection("aspl", nonsense=1)
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        create_protection("advdm", eps=2.0)
+    with pytest.raises(ValueError, match="steps"):
+        create_protection("advdm", steps=0)
+
+
+def test_finalize_linf_and_l2_exact():
+    g = torch.Generator().manual_seed(0)
+    x0 = quantize(torch.rand(2, 3, 16, 16, generator=g))
+    x = (x0 + (torch.rand(x0.shape, generator=g) * 2 - 1) * 0.1).clamp(0, 1)
+    out = finalize(x, x0, 6.375 / 255)
+    assert perturbation_norms(x0, out).linf_255.max() <= 6.0
+    out2 = finalize(x, x0, 0.5, "l2")
+    raw = (x - x0).flatten(1).norm(dim=1)
+    assert (perturbation_norms(x0, out2).l2 <= raw + 1e-6).all()
+
+
+@pytest.mark.data
+def test_cli_protect_end_to_end(shared_data, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from cloakbench.cli import app
+
+    src = shared_data / "faces/vggface2/id3/clean"
+    out = tmp_path / "out"
+    args = ["protect", "--method", "pid", "--model", "tiny", "--eps", "8/255", "--steps", "2", "--resolution", "128",
+            "--seed", "3", str(src), str(out)]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    rec = json.loads((out / "protection.json").read_text())
+    assert rec["method"] == "pid" and rec["steps"] == 2 and rec["seed"] == 3 and rec["model"] == "tiny"
+    assert rec["measured"]["linf_max_255"] <= 8.0 and len(rec["files"]) == 4
+    assert sorted(p.name for p in (out / "clean").iterdir()) == sorted(p.name for p in src.iterdir())
+    # anyone can re-measure from the files
+    from cloakbench.images import perturbation_norms, read_images
+
+    d = perturbation_norms(read_images(out / "clean", None).images, read_images(sorted(out.glob("*.png")), None).images)
+    assert d.linf_255.tolist() == rec["measured"]["linf_255"]
+    assert CliRunner().invoke(app, args).exit_code != 0  # refuses to overwrite without --overwrite
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--method", "nope"], "unknown protection"),
+    (["--method", "advdm", "--eps", "0"], "outside (0, 1]"),
+    (["--method", "advdm", "--eps", "2"], "outside (0, 1]"),
+    (["--method", "advdm", "--eps", "abc"], "cannot read budget"),
+    (["--method", "advdm", "--resolution", "100"], "multiple of 8"),
+    (["--method", "advdm", "--resolution", "128", "EMPTY"], "empty folder"),
+])
+def test_cli_protect_errors_before_work(tmp_path, args, message):
+    from typer.testing import CliRunner
+
+    from cloakbench.cli import app
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "out"
+    src = [str(empty)] if "EMPTY" in args else [str(tmp_path)]
+    args = [a for a in args if a != "EMPTY"]
+    res = CliRunner().invoke(app, ["protect", *args, *src, str(out)])
+    import re
+
+    text = " ".join(re.sub(r"[│╭╮╰╯─]", " ", res.output).split())
+    assert res.exit_code == 2 and message in text, text
+    assert not out.exists()  # nothing was started
