@@ -161,6 +161,7 @@ def protect(
     option: list[str] = typer.Option(None, "--option", "-o", help="Method option KEY=VALUE (repeatable)."),
     class_dir: Path = typer.Option(None, help="Class images for prior preservation of surrogate training."),
     dtype: str = typer.Option("fp32", help="Surrogate dtype (fp32, bf16, fp16); the perturbation stays fp32."),
+    gradient_checkpointing: bool = typer.Option(False, help="Trade compute for GPU memory in the UNet."),
     overwrite: bool = typer.Option(False, help="Replace an existing protection in OUT_DIR."),
 ) -> None:
     """Protect every image of IN_DIR with one method; write PNGs, clean/ and protection.json (measured budget)."""
@@ -196,6 +197,9 @@ def protect(
     classes = read_images(class_dir, resolution).images if class_dir is not None else None
 
     models = [load_model(m.strip(), dtype=dtype) for m in model.split(",") if m.strip()]
+    if gradient_checkpointing:
+        for m in models:
+            m.unet.enable_gradient_checkpointing()
     t0 = time.perf_counter()
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True) as bar:
@@ -233,6 +237,124 @@ def protect(
     console.print(f"{prot.name}: {len(names)} images, {seconds:.1f} s; measured L-inf "
                   f"{d.summary()['linf_max_255']:.0f}/255 (nominal {format_budget(prot.eps)}), "
                   f"mean L2 {d.summary()['l2_mean_255']:.1f}/255 -> {out_dir}")
+
+
+PAPER_PROMPTS = ["a photo of sks person", "a dslr portrait of sks person"]
+
+
+@app.command()
+def train(
+    out_dir: Path = typer.Argument(..., help="Output folder (model or LoRA, config, log, checkpoints)."),
+    model: str = typer.Option("tiny", help="Base model: hub id, diffusers folder, single file or 'tiny'."),
+    instance_dir: Path = typer.Option(..., help="The subject's (protected / purified) images."),
+    class_dir: Path = typer.Option(None, help="Class images; filled up to --num-class-images by generation."),
+    num_class_images: int = typer.Option(200, help="Class images for prior preservation (paper: 200)."),
+    prior: bool = typer.Option(True, help="Prior preservation (paper: on, weight 1.0)."),
+    lora: bool = typer.Option(False, help="Train LoRA adapters instead of the full UNet + text encoder."),
+    lora_rank: int = typer.Option(4, help="LoRA rank."),
+    lora_text_encoder: bool = typer.Option(False, help="Also LoRA on the text encoder."),
+    cdl: bool = typer.Option(False, help="Contrastive Decoupling Learning prompts."),
+    noise: str = typer.Option("bhj noisy pattern", help="CDL noise phrase."),
+    new_token: str = typer.Option(None, help="CDL extension: a new lowercase token with a learned embedding."),
+    steps: int = typer.Option(1000, help="Training steps (paper: 1000)."),
+    lr: float = typer.Option(None, help="Learning rate (default 5e-7 full, 1e-4 LoRA)."),
+    resolution: int = typer.Option(512, help="Training resolution (resize + center crop)."),
+    instance_prompt: str = typer.Option("a photo of sks person"),
+    class_prompt: str = typer.Option("a photo of person"),
+    mixed_precision: str = typer.Option("no", help="no, bf16 or fp16."),
+    use_8bit_adam: bool = typer.Option(False, "--8bit-adam", help="bitsandbytes AdamW8bit (CUDA only)."),
+    gradient_checkpointing: bool = typer.Option(False),
+    checkpoint_every: int = typer.Option(100, help="Checkpoint every N steps (0: only on interruption)."),
+    class_steps: int = typer.Option(50, help="Sampling steps for generated class images."),
+    seed: int = typer.Option(0),
+    resume: bool = typer.Option(False, help="Continue from the last checkpoint in OUT_DIR."),
+) -> None:
+    """DreamBooth / LoRA fine-tuning with optional CDL; resumable (Ctrl-C saves a checkpoint)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+
+    from .images import read_images
+    from .models import load_model
+    from .personalize import CDLPolicy, DreamBoothTrainer, TrainConfig, prepare_class_images
+
+    cfg = TrainConfig(instance_prompt=instance_prompt, class_prompt=class_prompt, steps=steps,
+                      lr=lr if lr is not None else (1e-4 if lora else 5e-7), lora=lora, lora_rank=lora_rank,
+                      lora_text_encoder=lora_text_encoder, prior_weight=1.0 if prior else 0.0,
+                      num_class_images=num_class_images, class_steps=class_steps, resolution=resolution,
+                      mixed_precision=mixed_precision, use_8bit_adam=use_8bit_adam,
+                      gradient_checkpointing=gradient_checkpointing, checkpoint_every=checkpoint_every, seed=seed,
+                      cdl=CDLPolicy(enabled=cdl, noise=noise, new_token=new_token))
+    try:
+        cfg.validate()
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if (out_dir / "personalized.json").exists() and not resume:
+        raise typer.BadParameter(f"{out_dir} already holds a trained model", param_hint="OUT_DIR")
+    instances = read_images(instance_dir, resolution).images
+    base = load_model(model)
+    classes = None
+    if prior:
+        classes = prepare_class_images(base, num_class_images, class_prompt, class_dir, seed=seed, steps=class_steps,
+                                       resolution=resolution)
+    trainer = DreamBoothTrainer(base, cfg, out_dir)
+    console.print(f"instance prompt: {trainer.instance_prompt!r}" + (f"; class prompt: {trainer.class_prompt!r}" if prior else ""))
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("training", total=steps)
+        result = trainer.fit(instances, classes, resume=resume,
+                             progress=lambda s, n, loss: bar.update(task, completed=s, description=f"loss {loss:.4f}"))
+    console.print(f"trained {steps} steps (resumed from {result['resumed_from']}) in {result['seconds']:.1f} s -> {out_dir}")
+
+
+@app.command()
+def sample(
+    out_dir: Path = typer.Argument(..., help="Output folder for PNGs and sample.json."),
+    model: str = typer.Option(..., help="A training output folder, a diffusers folder, a hub id or 'tiny'."),
+    prompt: list[str] = typer.Option(None, help="Prompt (repeatable); default: the paper's two."),
+    n: int = typer.Option(16, "-n", help="Images per prompt (paper: 16)."),
+    qes: bool = typer.Option(False, help="Quality-enhanced sampling (negative prompt, 100 steps, CDL suffix)."),
+    suffix: bool = typer.Option(None, help="Force the ', without <noise>' suffix on/off (default: on iff CDL-trained)."),
+    steps: int = typer.Option(None, help="Sampling steps (default 100 with --qes, else 50)."),
+    guidance: float = typer.Option(7.5),
+    negative: str = typer.Option(None, help="Negative prompt (QES default 'noisy, lowres, artifact, pattern')."),
+    scheduler: str = typer.Option("pndm", help="pndm, ddim or dpm."),
+    extra_scale: float = typer.Option(0.0, help="Extra negative guidance on the noise phrase (0: off)."),
+    seed: int = typer.Option(0),
+    batch_size: int = typer.Option(4),
+) -> None:
+    """Generate images with our CFG loop; --qes applies the paper's quality-enhanced sampling."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress
+
+    from .images import atomic_write_bytes, save_images
+    from .personalize import CDLPolicy, load_personalized
+    from .sample import SampleConfig, generate, qes_config
+
+    prompts = prompt or PAPER_PROMPTS
+    trained = Path(model) / "personalized.json"
+    meta = json.loads(trained.read_text()) if trained.is_file() else {}
+    cdl = CDLPolicy(**meta.get("config", {}).get("cdl", {}))
+    if qes:
+        cfg = qes_config(cdl, suffix=suffix, steps=steps or 100, guidance=guidance, extra_scale=extra_scale)
+        if negative is not None:
+            cfg.negative_prompt = negative
+    else:
+        cfg = SampleConfig(steps=steps or 50, guidance=guidance, negative_prompt=negative or "",
+                           suffix=cdl.sample_prompt("") if suffix else "", extra_prompt=cdl.noise if extra_scale else None,
+                           extra_scale=extra_scale)
+    cfg.scheduler, cfg.batch_size = scheduler, batch_size
+    if n < 1:
+        raise typer.BadParameter("n must be >= 1", param_hint="-n")
+    m = load_personalized(model) if trained.is_file() or Path(model).is_dir() else __import__(
+        "cloakbench.models", fromlist=["load_model"]).load_model(model)
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), console=console,
+                  transient=True) as bar:
+        task = bar.add_task("sampling", total=len(prompts) * n)
+        images = generate(m, prompts, n, cfg, seed=seed, progress=lambda d, t: bar.update(task, completed=d))
+    names = [f"p{i}-{j:03d}" for i in range(len(prompts)) for j in range(n)]
+    save_images(images, out_dir, names)
+    record = {"model": model, "prompts": prompts, "n": n, "seed": seed, "qes": qes, "config": cfg.as_dict(),
+              "files": {f"{nm}.png": {"prompt": prompts[k // n] + cfg.suffix, "seed": seed + k} for k, nm in enumerate(names)}}
+    atomic_write_bytes(out_dir / "sample.json", json.dumps(record, indent=2).encode())
+    console.print(f"{len(names)} images -> {out_dir}")
 
 
 def _fmt(v) -> str:

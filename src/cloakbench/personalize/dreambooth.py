@@ -1,0 +1,366 @@
+"""DreamBooth fine-tuning, full or LoRA, with prior preservation, CDL prompts, checkpoints and resume.
+
+The paper's protocol (arXiv 2406.18944 §Fine-tuning, PAPER.md §7): SD 2.1-base, full fine-tuning of
+UNet and text encoder, 1000 steps, constant lr 5e-7, AdamW (8-bit where available), one instance and
+one class image per step, prior weight 1.0, 200 class images of "a photo of person", VAE latents
+cached once (one posterior sample per image for the whole run), data length max(#instance, #class)
+shuffled per epoch. Every random draw comes from the seed and the step number, so a run stopped at
+step k and resumed from its checkpoint ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..models.bundle import DiffusionModel
+from .cdl import CDLPolicy, add_token
+
+log = logging.getLogger(__name__)
+
+UNET_LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
+TEXT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
+
+
+@dataclass
+class TrainConfig:
+    """DreamBooth settings; defaults are the paper's (full fine-tune, prior preservation, 1000 steps)."""
+
+    instance_prompt: str = "a photo of sks person"
+    class_prompt: str = "a photo of person"
+    steps: int = 1000
+    lr: float = 5e-7
+    train_text_encoder: bool = True
+    lora: bool = False
+    lora_rank: int = 4
+    lora_text_encoder: bool = False
+    prior_weight: float = 1.0
+    num_class_images: int = 200
+    class_steps: int = 50
+    class_guidance: float = 7.5
+    resolution: int = 512
+    mixed_precision: str = "no"  # no | bf16 | fp16
+    use_8bit_adam: bool = False
+    gradient_checkpointing: bool = False
+    checkpoint_every: int = 0  # 0: only on interruption
+    seed: int = 0
+    cdl: CDLPolicy = field(default_factory=CDLPolicy)
+
+    def validate(self) -> None:
+        problems = []
+        if self.steps < 1:
+            problems.append(f"steps must be >= 1 (got {self.steps})")
+        if self.lora and self.lora_rank < 1:
+            problems.append(f"LoRA rank must be >= 1 (got {self.lora_rank})")
+        if self.lr <= 0:
+            problems.append(f"learning rate must be > 0 (got {self.lr})")
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            problems.append(f"mixed_precision must be no, bf16 or fp16 (got {self.mixed_precision!r})")
+        if self.resolution % 8:
+            problems.append(f"resolution must be a multiple of 8 (got {self.resolution})")
+        if problems:
+            raise ValueError("invalid training config: " + "; ".join(problems))
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        d = dict(d)
+        d["cdl"] = CDLPolicy(**d.get("cdl", {}))
+        return cls(**d)
+
+
+def _step_generator(seed: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+def _order(seed: int, epoch: int, length: int) -> torch.Tensor:
+    return torch.randperm(length, generator=torch.Generator().manual_seed(seed * 7_919 + epoch))
+
+
+class DreamBoothTrainer:
+    """Trains ``model`` in place. ``fit`` runs (or resumes) to ``cfg.steps`` and saves the result."""
+
+    def __init__(self, model: DiffusionModel, cfg: TrainConfig, out_dir: str | os.PathLike[str]) -> None:
+        cfg.validate()
+        self.model, self.cfg, self.out = model, cfg, Path(out_dir)
+        self.token_id: int | None = None
+        if cfg.cdl.enabled and cfg.cdl.new_token:
+            self.token_id = add_token(model, cfg.cdl.new_token, cfg.cdl.init_from)
+        if cfg.lora:
+            self._add_lora()
+        if cfg.gradient_checkpointing:
+            model.unet.enable_gradient_checkpointing()
+            if cfg.train_text_encoder:
+                model.text_encoder.gradient_checkpointing_enable()
+        self.params = self._trainable()
+        self.opt = self._optimizer()
+        self.instance_prompt = cfg.cdl.instance_prompt(cfg.instance_prompt)
+        self.class_prompt = cfg.cdl.class_prompt(cfg.class_prompt)
+
+    # ------------------------------------------------------------------ setup
+    def _add_lora(self) -> None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.cfg.seed)
+            inject_lora(self.model, self.cfg.lora_rank, self.cfg.lora_text_encoder, init="gaussian")
+
+    def _trainable(self) -> dict[str, torch.nn.Parameter]:
+        m, cfg = self.model, self.cfg
+        named: dict[str, torch.nn.Parameter] = {}
+        if cfg.lora:
+            named.update({f"unet.{n}": p for n, p in m.unet.named_parameters() if "lora_" in n})
+            if cfg.lora_text_encoder:
+                named.update({f"text_encoder.{n}": p for n, p in m.text_encoder.named_parameters() if "lora_" in n})
+            if self.token_id is not None:  # only the new row learns: gradients of other rows are zeroed
+                emb = m.text_encoder.get_input_embeddings().weight
+                emb.requires_grad_(True)
+                named["text_encoder.token_embedding"] = emb
+                keep = torch.zeros(emb.shape[0], 1, dtype=emb.dtype, device=emb.device)
+                keep[self.token_id] = 1
+                emb.register_hook(lambda g: g * keep)
+        else:
+            named.update({f"unet.{n}": p for n, p in m.unet.named_parameters()})
+            if cfg.train_text_encoder:
+                named.update({f"text_encoder.{n}": p for n, p in m.text_encoder.named_parameters()})
+        for p in named.values():
+            p.requires_grad_(True)
+        return named
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        params = list(self.params.values())
+        kw = dict(lr=self.cfg.lr, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
+        if self.cfg.use_8bit_adam:
+            try:
+                import bitsandbytes as bnb
+
+                if self.model.device.type == "cuda":
+                    return bnb.optim.AdamW8bit(params, **kw)
+                log.warning("8-bit Adam needs CUDA; using torch AdamW")
+            except ImportError:
+                log.warning("8-bit Adam needs bitsandbytes (pip install bitsandbytes); using torch AdamW")
+        if self.token_id is not None and self.cfg.lora:
+            emb = self.params["text_encoder.token_embedding"]
+            rest = [p for p in params if p is not emb]
+            return torch.optim.AdamW([{"params": rest}, {"params": [emb], "weight_decay": 0.0}], **kw)
+        return torch.optim.AdamW(params, **kw)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _trainable_state(self) -> dict[str, torch.Tensor]:
+        return {k: p.detach().cpu().contiguous().clone() for k, p in self.params.items()}
+
+    def save_checkpoint(self, step: int) -> Path:
+        """Atomically write ``checkpoints/step-<step>`` (weights, optimizer, step); keep the last two."""
+        root = self.out / "checkpoints"
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".ckpt-", dir=root))
+        save_file(self._trainable_state(), tmp / "trainable.safetensors")
+        torch.save(self.opt.state_dict(), tmp / "optimizer.pt")
+        (tmp / "state.json").write_text(json.dumps({"step": step, "config": self.cfg.as_dict()}, default=str))
+        final = root / f"step-{step:06d}"
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in sorted(root.glob("step-*"))[:-2]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def latest_checkpoint(self) -> Path | None:
+        done = sorted(p for p in (self.out / "checkpoints").glob("step-*") if (p / "state.json").is_file())
+        return done[-1] if done else None
+
+    def load_checkpoint(self, path: Path) -> int:
+        state = load_file(path / "trainable.safetensors")
+        missing = set(self.params) - set(state)
+        if missing:
+            raise ValueError(f"checkpoint {path} does not match this configuration (missing {sorted(missing)[:3]})")
+        with torch.no_grad():
+            for k, p in self.params.items():
+                p.copy_(state[k].to(p))
+        self.opt.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False))
+        return int(json.loads((path / "state.json").read_text())["step"])
+
+    # ------------------------------------------------------------------ training
+    @torch.no_grad()
+    def _cache_latents(self, images: torch.Tensor, salt: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(self.cfg.seed * 31 + salt)
+        return torch.cat([self.model.encode(images[i : i + 1].to(self.model.device), generator=gen)
+                          for i in range(images.shape[0])]).detach()
+
+    def fit(
+        self,
+        instance_images: torch.Tensor,
+        class_images: torch.Tensor | None = None,
+        *,
+        resume: bool = False,
+        stop_after: int | None = None,
+        progress: Callable[[int, int, float], None] | None = None,
+    ) -> dict[str, Any]:
+        """Train to ``cfg.steps`` (from the latest checkpoint with ``resume``); save; return a summary.
+
+        ``stop_after`` ends the run after that step with a checkpoint (as an interruption would).
+        Ctrl-C saves a checkpoint at the current step before re-raising.
+        """
+        cfg = self.cfg
+        if instance_images.shape[0] == 0:
+            raise ValueError("no instance images")
+        use_prior = class_images is not None and cfg.prior_weight > 0
+        self.out.mkdir(parents=True, exist_ok=True)
+        start = 0
+        if resume and (ckpt := self.latest_checkpoint()) is not None:
+            start = self.load_checkpoint(ckpt)
+            log.info("resumed from %s at step %d", ckpt, start)
+        inst = self._cache_latents(instance_images, 1)
+        cls = self._cache_latents(class_images, 2) if use_prior else None
+        length = max(inst.shape[0], cls.shape[0] if cls is not None else 0)
+        prompts = [self.instance_prompt] + ([self.class_prompt] if use_prior else [])
+        log_path = self.out / "train_log.jsonl"
+        if start == 0:
+            log_path.write_text(json.dumps({"instance_prompt": self.instance_prompt,
+                                            "class_prompt": self.class_prompt if use_prior else None}) + "\n")
+        self.model.unet.train()
+        self.model.text_encoder.train(cfg.train_text_encoder or cfg.lora_text_encoder)
+        autocast = (torch.autocast(self.model.device.type, dtype=torch.bfloat16 if cfg.mixed_precision == "bf16" else torch.float16)
+                    if cfg.mixed_precision != "no" else None)
+        scaler = torch.amp.GradScaler(enabled=cfg.mixed_precision == "fp16" and self.model.device.type == "cuda")
+        t0, step, losses = time.perf_counter(), start, []
+        try:
+            while step < cfg.steps:
+                order = _order(cfg.seed, step // length, length)
+                k = int(order[step % length])
+                batch = inst[k % inst.shape[0]][None]
+                if cls is not None:
+                    batch = torch.cat([batch, cls[k % cls.shape[0]][None]])
+                gen = _step_generator(cfg.seed, step)
+                if autocast is not None:
+                    with autocast:
+                        loss = self._loss(batch, prompts, gen)
+                else:
+                    loss = self._loss(batch, prompts, gen)
+                self.opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.unscale_(self.opt)
+                torch.nn.utils.clip_grad_norm_(list(self.params.values()), 1.0)
+                scaler.step(self.opt)
+                scaler.update()
+                step += 1
+                losses.append(float(loss.detach()))
+                with log_path.open("a") as fh:
+                    fh.write(json.dumps({"step": step, "loss": losses[-1]}) + "\n")
+                if progress is not None:
+                    progress(step, cfg.steps, losses[-1])
+                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
+                    self.save_checkpoint(step)
+                if stop_after is not None and step >= stop_after and step < cfg.steps:
+                    self.save_checkpoint(step)
+                    return {"stopped_at": step, "losses": losses}
+        except KeyboardInterrupt:
+            self.save_checkpoint(step)
+            log.warning("interrupted at step %d; checkpoint saved, rerun with --resume", step)
+            raise
+        finally:
+            self.model.unet.eval()
+            self.model.text_encoder.eval()
+        seconds = time.perf_counter() - t0
+        self.save()
+        shutil.rmtree(self.out / "checkpoints", ignore_errors=True)  # the finished model replaces them
+        return {"steps": cfg.steps, "resumed_from": start, "seconds": seconds, "losses": losses,
+                "instance_prompt": self.instance_prompt, "class_prompt": self.class_prompt if use_prior else None}
+
+    def _loss(self, latents: torch.Tensor, prompts: list[str], gen: torch.Generator) -> torch.Tensor:
+        per = self.model.loss(None, prompts, generator=gen, latents=latents, reduction="none")
+        return per[0] + (self.cfg.prior_weight * per[1] if per.shape[0] > 1 else 0.0)
+
+    # ------------------------------------------------------------------ saving
+    def save(self) -> Path:
+        """Write the result: a diffusers folder (full) or LoRA safetensors (+ token embeddings), with config."""
+        meta = {"kind": "lora" if self.cfg.lora else "full", "base": self.model.source,
+                "config": self.cfg.as_dict(), "instance_prompt": self.instance_prompt,
+                "class_prompt": self.class_prompt}
+        if self.cfg.lora:
+            tmp = Path(tempfile.mkdtemp(prefix=".lora-", dir=self.out))
+            save_file(lora_state(self.model.unet), tmp / "unet_lora.safetensors")
+            if self.cfg.lora_text_encoder:
+                save_file(lora_state(self.model.text_encoder), tmp / "text_encoder_lora.safetensors")
+            if self.token_id is not None:
+                emb = self.model.text_encoder.get_input_embeddings().weight[self.token_id].detach().cpu()
+                save_file({self.cfg.cdl.new_token: emb.contiguous()}, tmp / "token_embeddings.safetensors")
+            (tmp / "personalized.json").write_text(json.dumps(meta, indent=2, default=str))
+            final = self.out / "lora"
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        else:
+            self.model.save(self.out / "model", extra={"personalized": meta})
+            final = self.out / "model"
+        (self.out / "personalized.json").write_text(json.dumps({**meta, "path": final.name}, indent=2, default=str))
+        return final
+
+
+def inject_lora(model: DiffusionModel, rank: int, text_encoder: bool, init: str | bool = True) -> None:
+    """Add rank-``rank`` LoRA adapters (peft) to the UNet attention and optionally the text encoder."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=init,
+                                       target_modules=UNET_LORA_TARGETS), model.unet)
+    if text_encoder:
+        inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=init,
+                                           target_modules=TEXT_LORA_TARGETS), model.text_encoder)
+
+
+def lora_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The LoRA parameters of ``module`` by name (CPU, contiguous)."""
+    return {n: p.detach().cpu().contiguous() for n, p in module.named_parameters() if "lora_" in n}
+
+
+def _load_lora(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    result = module.load_state_dict(state, strict=False)
+    lora_missing = [k for k in result.missing_keys if "lora_" in k]
+    if result.unexpected_keys or lora_missing:
+        raise ValueError(f"{what} LoRA weights do not match the adapters: unexpected {result.unexpected_keys[:3]}, "
+                         f"missing {lora_missing[:3]}")
+
+
+def load_personalized(path: str | os.PathLike[str], *, device: str | None = None, dtype: str | torch.dtype = "fp32",
+                      base: str | None = None) -> DiffusionModel:
+    """Load a training output folder (full or LoRA) as a :class:`DiffusionModel` ready for sampling."""
+    from ..models.loading import ModelLoadError, load_model
+
+    path = Path(path)
+    meta_file = path / "personalized.json"
+    if not meta_file.is_file():
+        if (path / "model_index.json").is_file():
+            return load_model(path, device=device, dtype=dtype)
+        raise ModelLoadError(f"{path} is not a cloakbench training output (no personalized.json) nor a diffusers folder")
+    meta = json.loads(meta_file.read_text())
+    if meta["kind"] == "full":
+        return load_model(path / meta.get("path", "model"), device=device, dtype=dtype)
+    src = base or meta["base"]
+    model = load_model("tiny" if src.startswith("tiny") else src, device=device, dtype=dtype)
+    cfg = TrainConfig.from_dict(meta["config"])
+    lora_dir = path / "lora"
+    emb_file = lora_dir / "token_embeddings.safetensors"
+    if emb_file.is_file():
+        for token, vec in load_file(emb_file).items():
+            tid = add_token(model, token)
+            with torch.no_grad():
+                model.text_encoder.get_input_embeddings().weight[tid] = vec.to(model.text_encoder.dtype)
+    te_file = lora_dir / "text_encoder_lora.safetensors"
+    inject_lora(model, cfg.lora_rank, te_file.is_file())
+    _load_lora(model.unet, load_file(lora_dir / "unet_lora.safetensors"), "unet")
+    if te_file.is_file():
+        _load_lora(model.text_encoder, load_file(te_file), "text encoder")
+    model.unet.eval()
+    model.text_encoder.eval()
+    return model

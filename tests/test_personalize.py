@@ -1,0 +1,172 @@
+"""DreamBooth / LoRA with CDL, resume, class images, and the sampler (QES) on the tiny model."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import torch
+
+from cloakbench.images import read_images
+from cloakbench.models import build_tiny
+from cloakbench.personalize import CDLPolicy, DreamBoothTrainer, TrainConfig, load_personalized, prepare_class_images
+from cloakbench.sample import QES_NEGATIVE, SampleConfig, generate, initial_latents, qes_config
+
+PROMPT = "a photo of sks person"
+
+
+@pytest.fixture(scope="module")
+def faces(shared_data):
+    return read_images(shared_data / "faces/vggface2/id1/protected-metacloak", 64).images
+
+
+@pytest.fixture(scope="module")
+def classes(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("classes")
+    return prepare_class_images(build_tiny(), 4, folder=folder, steps=3, resolution=64)
+
+
+def _cfg(**kw):
+    base = dict(steps=30, lr=1e-4, resolution=64, cdl=CDLPolicy(enabled=True), checkpoint_every=10)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_cdl_prompts_policy():
+    cdl = CDLPolicy(enabled=True)
+    assert cdl.instance_prompt(PROMPT) == "a photo of sks person, bhj noisy pattern"
+    assert cdl.class_prompt("a photo of person") == "a photo of person, without bhj noisy pattern"
+    assert CDLPolicy().instance_prompt(PROMPT) == PROMPT  # off: unchanged
+    assert CDLPolicy(enabled=True, new_token="<bhj>").noise == "<bhj> noisy pattern"
+    with pytest.raises(ValueError, match="lowercase"):
+        CDLPolicy(enabled=True, new_token="<BHJ>")
+
+
+@pytest.mark.data
+def test_dreambooth_cdl_30_steps_save_reload_identical(faces, classes, tmp_path):
+    model = build_tiny()
+    result = DreamBoothTrainer(model, _cfg(), tmp_path / "run").fit(faces, classes)
+    assert result["steps"] == 30 and len(result["losses"]) == 30
+    first = json.loads((tmp_path / "run/train_log.jsonl").read_text().splitlines()[0])
+    assert first == {"instance_prompt": "a photo of sks person, bhj noisy pattern",
+                     "class_prompt": "a photo of person, without bhj noisy pattern"}
+    again = load_personalized(tmp_path / "run")
+    cfg = SampleConfig(steps=3)
+    assert torch.equal(generate(model, [PROMPT], 2, cfg, seed=5), generate(again, [PROMPT], 2, cfg, seed=5))
+    assert not torch.equal(generate(build_tiny(), [PROMPT], 1, cfg, seed=5), generate(again, [PROMPT], 1, cfg, seed=5))
+
+
+@pytest.mark.data
+def test_stop_at_15_and_resume_equals_uninterrupted(faces, classes, tmp_path):
+    a = build_tiny()
+    DreamBoothTrainer(a, _cfg(), tmp_path / "a").fit(faces, classes)
+    b = build_tiny()
+    stopped = DreamBoothTrainer(b, _cfg(), tmp_path / "b").fit(faces, classes, stop_after=15)
+    assert stopped["stopped_at"] == 15 and (tmp_path / "b/checkpoints/step-000015").is_dir()
+    c = build_tiny()  # a fresh process: new model, resume from disk
+    res = DreamBoothTrainer(c, _cfg(), tmp_path / "b").fit(faces, classes, resume=True)
+    assert res["resumed_from"] == 15 and len(res["losses"]) == 15
+    for (n, p), (_, q) in zip(a.unet.state_dict().items(), c.unet.state_dict().items()):
+        assert torch.equal(p, q), n
+    for (n, p), (_, q) in zip(a.text_encoder.state_dict().items(), c.text_encoder.state_dict().items()):
+        assert torch.equal(p, q), n
+
+
+@pytest.mark.data
+def test_lora_roundtrip_with_learned_noise_token(faces, classes, tmp_path):
+    model = build_tiny()
+    cfg = _cfg(steps=8, lr=1e-3, lora=True, lora_text_encoder=True, cdl=CDLPolicy(enabled=True, new_token="<bhj>"))
+    DreamBoothTrainer(model, cfg, tmp_path / "lora").fit(faces, classes)
+    files = sorted(p.name for p in (tmp_path / "lora/lora").iterdir())
+    assert files == ["personalized.json", "text_encoder_lora.safetensors", "token_embeddings.safetensors",
+                     "unet_lora.safetensors"]
+    again = load_personalized(tmp_path / "lora")
+    assert again.tokenizer.tokenize("<bhj> noisy pattern") == ["<bhj>", "noisy</w>", "pattern</w>"]
+    emb, emb2 = model.text_encoder.get_input_embeddings().weight, again.text_encoder.get_input_embeddings().weight
+    assert torch.equal(emb[-1], emb2[-1])
+    base = build_tiny().text_encoder.get_input_embeddings().weight
+    assert torch.equal(emb[:49408], base) and not torch.allclose(emb[-1], emb[base.new_tensor(0).long() + 5000])
+    cfg_s = SampleConfig(steps=3)
+    p = ["a photo of sks person, <bhj> noisy pattern"]
+    assert torch.equal(generate(model, p, 1, cfg_s, seed=2), generate(again, p, 1, cfg_s, seed=2))
+
+
+def test_sampler_equals_diffusers_pipeline_and_extra_term(tiny_model):
+    cfg = SampleConfig(steps=4, guidance=7.5, negative_prompt=QES_NEGATIVE, scheduler="pndm", batch_size=2)
+    ours = generate(tiny_model, [PROMPT], 2, cfg, seed=11)
+    pipe = tiny_model.to_pipeline()
+    ref = pipe([PROMPT] * 2, negative_prompt=[QES_NEGATIVE] * 2, guidance_scale=7.5, num_inference_steps=4,
+               latents=initial_latents(tiny_model, [11, 12], 64, 64), output_type="pt").images
+    assert torch.equal(ours, ref)
+    extra = SampleConfig(**{**cfg.as_dict(), "extra_prompt": "bhj noisy pattern", "extra_scale": 2.0})
+    other = generate(tiny_model, [PROMPT], 2, extra, seed=11)
+    assert torch.isfinite(other).all() and not torch.equal(other, ours)
+    # batch size does not change results (up to float summation order)
+    single = generate(tiny_model, [PROMPT], 2, SampleConfig(**{**cfg.as_dict(), "batch_size": 1}), seed=11)
+    assert torch.allclose(single, ours, atol=1e-4)
+
+
+def test_qes_config_suffix_only_with_cdl():
+    q = qes_config(CDLPolicy(enabled=True))
+    assert (q.suffix, q.negative_prompt, q.guidance, q.steps, q.scheduler) == (
+        ", without bhj noisy pattern", "noisy, lowres, artifact, pattern", 7.5, 100, "pndm")
+    assert qes_config(CDLPolicy()).suffix == ""  # the reference added it even without CDL: explicit option
+    assert qes_config(CDLPolicy(), suffix=True).suffix == ", without bhj noisy pattern"
+
+
+def test_bad_training_config():
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        TrainConfig(steps=0).validate()
+    with pytest.raises(ValueError, match="rank must be >= 1"):
+        TrainConfig(lora=True, lora_rank=0).validate()
+
+
+def test_class_folder_filled_up_and_logged(tmp_path, caplog):
+    folder = tmp_path / "cls"
+    first = prepare_class_images(build_tiny(), 2, folder=folder, steps=2, resolution=64)
+    with caplog.at_level(logging.WARNING):
+        more = prepare_class_images(build_tiny(), 3, folder=folder, steps=2, resolution=64)
+    assert more.shape == (3, 3, 64, 64) and torch.equal(more[:2], first)
+    assert "has 2 of 3 images: generating 1" in caplog.text
+    assert len(list(folder.glob("*.png"))) == 3
+
+
+def test_cli_train_and_sample_errors(tmp_path):
+    import re
+
+    from typer.testing import CliRunner
+
+    from cloakbench.cli import app
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+
+    def run(*args):
+        res = CliRunner().invoke(app, list(args))
+        return res.exit_code, " ".join(re.sub(r"[│╭╮╰╯─]", " ", res.output).split())
+
+    code, out = run("train", "--instance-dir", str(empty), "--resolution", "64", str(tmp_path / "o"))
+    assert code == 2 and "empty folder" in out
+    code, out = run("train", "--instance-dir", str(empty), "--steps", "0", str(tmp_path / "o"))
+    assert code == 2 and "steps must be >= 1" in out
+    code, out = run("train", "--instance-dir", str(empty), "--lora", "--lora-rank", "0", str(tmp_path / "o"))
+    assert code == 2 and "rank must be >= 1" in out
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.data
+def test_cli_train_then_qes_sample(shared_data, tmp_path):
+    from typer.testing import CliRunner
+
+    from cloakbench.cli import app
+
+    res = CliRunner().invoke(app, ["train", "--instance-dir", str(shared_data / "faces/vggface2/id2/clean"),
+                                   "--class-dir", str(tmp_path / "cls"), "--num-class-images", "2", "--class-steps", "2",
+                                   "--cdl", "--steps", "4", "--lr", "1e-4", "--resolution", "64", str(tmp_path / "run")])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(app, ["sample", "--model", str(tmp_path / "run"), "--qes", "--steps", "2", "-n", "2",
+                                   str(tmp_path / "gen")])
+    assert res.exit_code == 0, res.output
+    rec = json.loads((tmp_path / "gen/sample.json").read_text())
+    assert rec["config"]["suffix"] == ", without bhj noisy pattern" and len(list((tmp_path / "gen").glob("*.png"))) == 4
