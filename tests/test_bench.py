@@ -1,0 +1,94 @@
+"""Bench runner: config validation, plan sharing, SIGKILL halfway + resume, no duplicate rows."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cloakbench.bench import ConfigError, Runner, load_config
+
+SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
+
+
+def _write(tmp_path, cfg: dict) -> Path:
+    p = tmp_path / "cfg.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    return p
+
+
+@pytest.fixture()
+def smoke_cfg(shared_data, tmp_path):
+    cfg = yaml.safe_load(SMOKE.read_text())
+    cfg["data"]["root"] = str(shared_data / "faces/vggface2")
+    return cfg
+
+
+@pytest.mark.data
+def test_three_mistakes_all_reported_nothing_runs(smoke_cfg, tmp_path):
+    smoke_cfg["protections"][0]["method"] = "aspl-typo"
+    smoke_cfg["recipes"][0]["steps"] = 0
+    smoke_cfg["colour"] = "blue"
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, smoke_cfg))
+    text = str(err.value)
+    assert "protections[0].method: unknown protection 'aspl-typo'" in text
+    assert "recipes.0.steps" in text and "colour" in text and len(err.value.problems) == 3
+
+
+def test_missing_folder_and_bad_budget_named(tmp_path):
+    cfg = {"data": {"root": str(tmp_path / "nope")}, "protections": [{"method": "advdm", "eps": "2"}],
+           "recipes": [{"name": "a"}], "purifications": ["none", "jpeg+nosuch"], "metrics": ["ism", "fid"]}
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, cfg))
+    text = str(err.value)
+    for key in ("data.root", "protections[0].eps", "purifications[1]", "metrics[1]"):
+        assert key in text, text
+
+
+@pytest.mark.data
+def test_plan_shares_upstream_work(smoke_cfg, tmp_path):
+    r = Runner(load_config(_write(tmp_path, smoke_cfg)), tmp_path / "run", device="cpu")
+    c = r.counts()
+    # 2 identities x 2 protections; purify only for jpeg and blur; one shared class-image set
+    assert c["protect"]["total"] == 4 and c["purify"]["total"] == 8 and c["class_images"]["total"] == 1
+    assert c["train"]["total"] == 24 and c["evaluate"]["total"] == 24
+    assert len({s.hash for s in r.specs}) == len(r.specs)
+
+
+@pytest.mark.data
+def test_sigkill_halfway_then_resume(smoke_cfg, tmp_path):
+    smoke_cfg["data"]["identities"] = ["id1"]
+    path = _write(tmp_path, smoke_cfg)
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "cloakbench.cli", "bench", str(path), "--out", str(run)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    log = run / "bench.log"
+    deadline = time.time() + 240
+    while time.time() < deadline:  # kill once a few trainings have finished
+        if log.exists() and log.read_text().count("run  sample") >= 3:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = log.read_text()
+    done_before = {p.parent.name for p in (run / "artifacts").glob("*/DONE.json")}
+    assert 0 < len(done_before) < 43
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    second = log.read_text()[len(first):]
+    reran = {line.split()[-1] for line in second.splitlines() if " run  " in line}
+    assert not (reran & done_before)  # no finished stage ran again
+    assert {line.split()[2] for line in second.splitlines() if " skip " in line} == done_before
+    con = sqlite3.connect(run / "results.sqlite")
+    total, distinct = con.execute("SELECT COUNT(*), COUNT(DISTINCT spec_hash || metric) FROM results").fetchone()
+    assert total == distinct == 12 * 3  # 2 protections x 3 red-teams x 2 recipes, 3 metrics each
+    assert not list((run / "artifacts").glob(".work-*"))
