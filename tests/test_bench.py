@@ -92,3 +92,52 @@ def test_sigkill_halfway_then_resume(smoke_cfg, tmp_path):
     total, distinct = con.execute("SELECT COUNT(*), COUNT(DISTINCT spec_hash || metric) FROM results").fetchone()
     assert total == distinct == 12 * 3  # 2 protections x 3 red-teams x 2 recipes, 3 metrics each
     assert not list((run / "artifacts").glob(".work-*"))
+
+
+@pytest.mark.data
+def test_report_renders_in_headless_chromium(smoke_cfg, tmp_path):
+    import re
+    import shutil
+
+    from cloakbench.bench.report import build
+
+    smoke_cfg["data"]["identities"] = ["id2"]
+    smoke_cfg["protections"] = smoke_cfg["protections"][:1]
+    smoke_cfg["purifications"] = ["none", "jpeg"]
+    smoke_cfg["recipes"] = smoke_cfg["recipes"][1:]
+    cfg = load_config(_write(tmp_path, smoke_cfg))
+    run = tmp_path / "run"
+    Runner(cfg, run, device="cpu").execute()
+    html = build(run)
+    text = html.read_text()
+    assert "<table id=\"results\">" in text and "jpeg" in text and "fdfr[dlib]" in text
+    srcs = re.findall(r'<img[^>]+src="([^"]+)"', text)
+    assert srcs and all((run / s).resolve().is_file() for s in srcs)
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium not installed (.ci/run installs the Debian package)")
+    res = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                          "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                          f"--user-data-dir={tmp_path / 'chrome'}", "--allow-file-access-from-files",
+                          "--virtual-time-budget=10000", "--dump-dom", html.as_uri()],
+                         capture_output=True, text=True, timeout=120)
+    m = re.search(r'data-loaded="(\d+)/(\d+)"', res.stdout)
+    assert m, res.stdout[:500] + res.stderr[-500:]
+    assert int(m.group(1)) == int(m.group(2)) == len(srcs) > 0  # every image decoded in the browser
+
+
+@pytest.mark.data
+def test_paper_faces_dry_run_needs_no_weights(tmp_path):
+    from typer.testing import CliRunner
+
+    from cloakbench.cli import app
+
+    preset = Path(__file__).resolve().parents[1] / "configs" / "paper-faces.yaml"
+    res = CliRunner().invoke(app, ["bench", str(preset), "--out", str(tmp_path / "run"), "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert "protect" in res.output and "evaluate" in res.output and not (tmp_path / "run").exists()
+    cfg = load_config(preset)
+    c = Runner(cfg, tmp_path / "run", device="cpu").counts()
+    # 3 identities x 6 protections; 10 red-teams each; x 2 recipes; x 2 QES
+    assert c["protect"]["total"] == 18 and c["purify"]["total"] == 180
+    assert c["train"]["total"] == 18 * 11 * 2 and c["evaluate"]["total"] == 18 * 11 * 2 * 2

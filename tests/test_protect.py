@@ -23,6 +23,7 @@ FAST = {
                   "unroll_steps": 1},
     "caat": {},
     "simac": {"surrogate_steps": 1, "train_steps": 1, "pgd_steps": 2, "search_steps": 2, "keep": 900},
+    "adaptive": {"purifier": "jpeg", "mode": "bpda"},
 }
 STEPS = 6
 

@@ -348,6 +348,14 @@ def bench(
     console.print(f"ran {result['ran']} stages, skipped {result['skipped']} already done; results: {runner.db}, {csv_path}")
 
 
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="A `cloakbench bench` run folder.")) -> None:
+    """Render RUN_DIR/report.html (tables with Wilcoxon marks, timings, image grids, plots, provenance)."""
+    from .bench.report import build
+
+    console.print(f"wrote {build(run_dir)}")
+
+
 PAPER_PROMPTS = ["a photo of sks person", "a dslr portrait of sks person"]
 
 

@@ -35,6 +35,7 @@ class DataConfig(Strict):
 class ProtectionSpec(Strict):
     method: str
     eps: str | float | None = None
+    models: list[str] | None = None  # surrogate ensemble (E-ASPL); default: the bench model
     steps: int | None = Field(None, ge=1)
     options: dict[str, Any] = Field(default_factory=dict)
 

@@ -66,7 +66,8 @@ def plan(cfg: BenchConfig) -> tuple[list[Spec], dict[str, list[Path]]]:
             for prot in cfg.protections:
                 eps = None if prot.eps is None else parse_budget(prot.eps)
                 p = add(Spec("protect", {"method": prot.method, "eps": eps, "steps": prot.steps, "options": prot.options,
-                                         "model": cfg.model, "resolution": cfg.resolution, "seed": seed},
+                                         "model": cfg.model, "models": prot.models, "resolution": cfg.resolution,
+                                         "seed": seed},
                              {"images": train_key}, {"identity": ident}))
                 for pur in cfg.purifications:
                     u = p if pur == "none" else add(Spec(
@@ -203,10 +204,17 @@ class Runner:
         x = read_images(paths, p["resolution"]).images
         kw = {k: v for k, v in (("eps", p["eps"]), ("steps", p["steps"])) if v is not None}
         prot = create_protection(p["method"], **kw, **p["options"])
-        adv = prot(x, self._model(), seed=p["seed"])
+        if p.get("models"):
+            from ..models import load_model
+
+            surrogate = [load_model(m, device=self.device) for m in p["models"]]
+        else:
+            surrogate = self._model()
+        adv = prot(x, surrogate, seed=p["seed"])
         save_images(adv, work, [q.stem for q in paths])
         d = perturbation_norms(x, adv)
-        return {"files": [q.stem + ".png" for q in paths], "measured": d.summary(), "config": prot.config()}
+        return {"files": [q.stem + ".png" for q in paths], "sources": [str(q) for q in paths], "measured": d.summary(),
+                "config": prot.config()}
 
     def _stage_purify(self, spec: Spec, work: Path) -> dict[str, Any]:
         from ..purify import create_purifier

@@ -1,0 +1,173 @@
+"""``cloakbench report RUN_DIR``: a static HTML report rendered from the results database (Jinja2).
+
+Sections: the main table (protection x red-team x recipe x QES, each metric as mean ± std over
+identities and seeds, with a Wilcoxon mark ``*`` where the paired difference to the unpurified cell
+has p <= 0.01, as the paper marks), seconds per image of each purifier, image grids per cell (clean /
+protected / purified / generated), a bar plot per metric (matplotlib), and provenance. Images are
+linked relative to the run folder, so the report opens from disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, select_autoescape
+
+from ..metrics.base import mean_std, wilcoxon
+from .store import read_rows
+
+TEMPLATE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>cloakbench report: {{ name }}</title>
+<style>
+body{font-family:system-ui,sans-serif;margin:2em;color:#222} table{border-collapse:collapse;margin:1em 0}
+td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px;text-align:right} th{background:#f3f3f3}
+td.l,th.l{text-align:left} .grid img{width:96px;height:96px;object-fit:cover;margin:1px} .cell{margin:6px 0}
+.small{color:#666;font-size:12px}
+</style></head>
+<body data-images="{{ n_images }}">
+<h1>cloakbench report: {{ name }}</h1>
+<p class="small">{{ rows_count }} result rows from <code>results.sqlite</code>; {{ n_cells }} cells. Values are mean ± std
+over identities and seeds; <b>*</b> marks a Wilcoxon signed-rank p &le; 0.01 against the same cell without purification
+(paired by identity and seed). Metric labels carry their backend: <code>ism[dlib]</code> is not the papers' ArcFace ISM.</p>
+<h2>Results</h2>
+<table id="results"><tr><th class="l">protection</th><th class="l">red-team</th><th class="l">recipe</th><th>QES</th>
+{% for m in metrics %}<th>{{ m }}</th>{% endfor %}</tr>
+{% for r in table %}<tr><td class="l">{{ r.protection }}</td><td class="l">{{ r.purification }}</td><td class="l">{{ r.recipe }}</td>
+<td>{{ "yes" if r.qes else "no" }}</td>{% for m in metrics %}<td>{{ r.cells[m] }}</td>{% endfor %}</tr>{% endfor %}
+</table>
+<h2>Purifiers: seconds per image</h2>
+<table id="timing"><tr><th class="l">purifier</th><th>s / image</th><th>runs</th></tr>
+{% for p in timing %}<tr><td class="l">{{ p.name }}</td><td>{{ "%.3f"|format(p.seconds) }}</td><td>{{ p.n }}</td></tr>{% endfor %}
+</table>
+<h2>Plots</h2>
+{% for p in plots %}<img class="plot" src="{{ p }}" alt="{{ p }}" style="max-width:720px">{% endfor %}
+<h2>Images</h2>
+{% for c in grids %}<div class="cell"><div class="small">{{ c.title }}</div><div class="grid">
+{% for row in c.rows %}<div>{{ row.label }}: {% for src in row.images %}<img src="{{ src }}" alt="{{ row.label }}">{% endfor %}</div>{% endfor %}
+</div></div>{% endfor %}
+<h2>Provenance</h2><pre>{{ provenance }}</pre>
+<script>
+window.addEventListener("load", function () {
+  var imgs = Array.prototype.slice.call(document.images);
+  var ok = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length;
+  document.body.setAttribute("data-loaded", ok + "/" + imgs.length);
+});
+</script>
+</body></html>
+"""
+
+
+def _fmt(values: list[float | None]) -> tuple[str, float | None]:
+    mu, sd, n = mean_std(values)
+    return ("n/a" if mu is None else f"{mu:.3f} ± {sd:.3f}"), mu
+
+
+def build(run_dir: str | Path, *, max_grids: int = 12) -> Path:
+    """Render ``run_dir/report.html`` (and ``report_files/`` plots); returns the HTML path."""
+    run = Path(run_dir)
+    db = run / "results.sqlite"
+    if not db.is_file():
+        raise FileNotFoundError(f"{db} does not exist: run `cloakbench bench` first")
+    rows = read_rows(db)
+    metrics = sorted({r["metric"] for r in rows})
+    cells: dict[tuple, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    keyed: dict[tuple, dict[tuple, float | None]] = defaultdict(dict)
+    for r in rows:
+        cell = (r["protection"], r["purification"], r["recipe"], r["qes"])
+        cells[cell][r["metric"]].append(r["value"])
+        keyed[(cell, r["metric"])][(r["identity"], r["seed"])] = r["value"]
+    table = []
+    for cell in sorted(cells):
+        out = {}
+        for m in metrics:
+            text, _ = _fmt(cells[cell][m])
+            base = (cell[0], "none", cell[2], cell[3])
+            if cell[1] != "none" and base in cells:
+                a, b = keyed[(cell, m)], keyed[(base, m)]
+                pairs = [(a[k], b[k]) for k in a if k in b and a[k] is not None and b[k] is not None]
+                if len(pairs) >= 6 and wilcoxon([x for x, _ in pairs], [y for _, y in pairs])["significant"]:
+                    text += " *"
+            out[m] = text
+        table.append({"protection": cell[0], "purification": cell[1], "recipe": cell[2], "qes": cell[3], "cells": out})
+
+    art = run / "artifacts"
+    done = [json.loads(p.read_text()) | {"_dir": p.parent} for p in sorted(art.glob("*/DONE.json"))]
+    by_hash = {d["hash"]: d for d in done}
+    timing: dict[str, list[float]] = defaultdict(list)
+    for d in done:
+        if d["spec"]["kind"] == "purify":
+            timing[d["spec"]["params"]["method"]].append(d["outputs"]["seconds_per_image"])
+    timing_rows = [{"name": k, "seconds": sum(v) / len(v), "n": len(v)} for k, v in sorted(timing.items())]
+
+    def pngs(d: dict, k: int = 4) -> list[str]:
+        return [os.path.relpath(p, run) for p in sorted(Path(d["_dir"]).glob("*.png"))[:k]]
+
+    grids = []
+    for d in done:
+        if d["spec"]["kind"] != "evaluate" or len(grids) >= max_grids:
+            continue
+        lab = d["spec"]["labels"]
+        sample = by_hash.get(d["spec"]["inputs"]["images"])
+        train = by_hash.get(sample["spec"]["inputs"]["model"]) if sample else None
+        upstream = by_hash.get(train["spec"]["inputs"]["instances"]) if train else None
+        chain = [("generated", sample)]
+        if upstream and upstream["spec"]["kind"] == "purify":
+            chain.insert(0, ("purified", upstream))
+            upstream = by_hash.get(upstream["spec"]["inputs"]["images"])
+        if upstream:
+            chain.insert(0, ("protected", upstream))
+        rows_img = [{"label": label, "images": pngs(x)} for label, x in chain if x]
+        if upstream and upstream["outputs"].get("sources"):
+            rows_img.insert(0, {"label": "clean", "images": [os.path.relpath(p, run) for p in upstream["outputs"]["sources"][:4]]})
+        grids.append({"title": " / ".join(f"{k}={v}" for k, v in lab.items()), "rows": rows_img})
+
+    plots = _plots(run, table, metrics)
+    prov = rows[0]["provenance"] if rows else "{}"
+    html = Environment(autoescape=select_autoescape()).from_string(TEMPLATE).render(
+        name=run.name, rows_count=len(rows), n_cells=len(cells), metrics=metrics, table=table, timing=timing_rows,
+        grids=grids, plots=plots, provenance=json.dumps(json.loads(prov), indent=2),
+        n_images=sum(len(r["images"]) for g in grids for r in g["rows"]) + len(plots))
+    out = run / "report.html"
+    tmp = out.with_suffix(".html.tmp")
+    tmp.write_text(html)
+    os.replace(tmp, out)
+    return out
+
+
+def _plots(run: Path, table: list[dict[str, Any]], metrics: list[str]) -> list[str]:
+    """One horizontal bar chart per metric (cell means); returns relative PNG paths (none without matplotlib)."""
+    try:
+        import matplotlib
+    except ImportError:
+        return []
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = run / "report_files"
+    folder.mkdir(exist_ok=True)
+    out = []
+    for m in metrics:
+        labels, values = [], []
+        for r in table:
+            text = r["cells"][m]
+            if text.startswith("n/a"):
+                continue
+            labels.append(f"{r['protection']} | {r['purification']} | {r['recipe']}{' | QES' if r['qes'] else ''}")
+            values.append(float(text.split(" ")[0]))
+        if not values:
+            continue
+        fig, ax = plt.subplots(figsize=(7, 0.28 * len(values) + 1), dpi=100)
+        ax.barh(range(len(values)), values)
+        ax.set_yticks(range(len(values)), labels, fontsize=7)
+        ax.set_title(m)
+        fig.tight_layout()
+        name = "".join(ch if ch.isalnum() else "_" for ch in m) + ".png"
+        fig.savefig(folder / name)
+        plt.close(fig)
+        out.append(f"report_files/{name}")
+    return out
