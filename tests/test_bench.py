@@ -141,3 +141,25 @@ def test_paper_faces_dry_run_needs_no_weights(tmp_path):
     # 3 identities x 6 protections; 10 red-teams each; x 2 recipes; x 2 QES
     assert c["protect"]["total"] == 18 and c["purify"]["total"] == 180
     assert c["train"]["total"] == 18 * 11 * 2 and c["evaluate"]["total"] == 18 * 11 * 2 * 2
+
+
+@pytest.mark.data
+def test_ray_executor_matches_local(smoke_cfg, tmp_path):
+    pytest.importorskip("ray")
+    from cloakbench.bench.executors import run_ray
+    from cloakbench.bench.store import read_rows
+
+    smoke_cfg["data"]["identities"] = ["id1"]
+    smoke_cfg["protections"] = smoke_cfg["protections"][1:]
+    smoke_cfg["purifications"] = ["none", "jpeg"]
+    smoke_cfg["recipes"] = smoke_cfg["recipes"][:1]
+    cfg = load_config(_write(tmp_path, smoke_cfg))
+    Runner(cfg, tmp_path / "local", device="cpu").execute()
+    res = run_ray(Runner(cfg, tmp_path / "ray", device="cpu"), num_cpus=2)
+    assert res["ran"] > 0
+    key = ("identity", "protection", "purification", "recipe", "qes", "seed", "metric", "spec_hash")
+    local = {tuple(r[k] for k in key): r["value"] for r in read_rows(tmp_path / "local/results.sqlite")}
+    remote = {tuple(r[k] for k in key): r["value"] for r in read_rows(tmp_path / "ray/results.sqlite")}
+    assert local.keys() == remote.keys() and len(local) == 2 * 3
+    for k, v in local.items():
+        assert (v is None and remote[k] is None) or remote[k] == pytest.approx(v, rel=1e-3, abs=1e-4), k

@@ -302,7 +302,8 @@ def bench(
     config: Path = typer.Argument(..., help="Bench YAML (see configs/)."),
     out: Path = typer.Option(..., "--out", help="Run folder; rerunning with the same folder resumes."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (stage counts, done / left) and stop."),
-    executor: str = typer.Option(None, help="local (default: the config's executor)."),
+    executor: str = typer.Option(None, help="local or ray (default: the config's executor)."),
+    address: str = typer.Option(None, help="Ray cluster address (default: start a local cluster)."),
     device: str = typer.Option(None, help="cuda / mps / cpu (default: best available)."),
 ) -> None:
     """Run a grid of protect / purify / train / sample / evaluate stages; finished stages are never redone."""
@@ -316,8 +317,8 @@ def bench(
         Console(stderr=True).print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(2) from None
     chosen = executor or cfg.executor
-    if chosen != "local":
-        raise typer.BadParameter(f"executor {chosen!r} is not available in this version; use local", param_hint="--executor")
+    if chosen not in ("local", "ray"):
+        raise typer.BadParameter(f"executor must be local or ray, not {chosen!r}", param_hint="--executor")
     runner = Runner(cfg, out, device=device)
     table = Table(title=f"plan for {cfg.name} -> {out}")
     for col in ("stage", "total", "done", "left"):
@@ -341,7 +342,12 @@ def bench(
             else:
                 bar.advance(task)
 
-        result = runner.execute(tick)
+        if chosen == "ray":
+            from .bench.executors import run_ray
+
+            result = run_ray(runner, tick, address=address)
+        else:
+            result = runner.execute(tick)
     from .bench.store import export_csv
 
     csv_path = export_csv(runner.db, out / "results.csv")
