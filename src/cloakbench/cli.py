@@ -448,6 +448,7 @@ def sample(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress
 
     from .images import atomic_write_bytes, save_images
+    from .models import load_model
     from .personalize import CDLPolicy, load_personalized
     from .sample import SampleConfig, generate, qes_config
 
@@ -466,8 +467,7 @@ def sample(
     cfg.scheduler, cfg.batch_size = scheduler, batch_size
     if n < 1:
         raise typer.BadParameter("n must be >= 1", param_hint="-n")
-    m = load_personalized(model) if trained.is_file() or Path(model).is_dir() else __import__(
-        "cloakbench.models", fromlist=["load_model"]).load_model(model)
+    m = load_personalized(model) if trained.is_file() or Path(model).is_dir() else load_model(model)
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), console=console,
                   transient=True) as bar:
         task = bar.add_task("sampling", total=len(prompts) * n)

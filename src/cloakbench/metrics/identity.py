@@ -97,10 +97,9 @@ class ISM(_FaceMetric):
         assert references is not None
         refs, ref_missing = reference_embeddings(self.face, references)
         e_bar = np.mean(refs, axis=0)
-        per: list[float | None] = []
-        for faces in detect_all(self.face, images):
-            per.append(cosine(faces[0].embedding, e_bar) if faces else self.no_face)
-        n_no_face = sum(1 for f in detect_all(self.face, images) if not f)
+        found = detect_all(self.face, images)
+        per: list[float | None] = [cosine(f[0].embedding, e_bar) if f else self.no_face for f in found]
+        n_no_face = sum(1 for f in found if not f)
         value = nanmean(per)
         if value is None and self.empty == "zero":
             value = 0.0

@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import torch
+
 DEFAULT_NOISE = "bhj noisy pattern"
 
 
@@ -63,6 +65,6 @@ def add_token(model, token: str, init_from: str = "noisy") -> int:
     new_id = tok.convert_tokens_to_ids(token)
     init_ids = tok(init_from, add_special_tokens=False).input_ids
     emb = te.get_input_embeddings().weight
-    with __import__("torch").no_grad():
+    with torch.no_grad():
         emb[new_id] = emb[init_ids].mean(0)
     return new_id

@@ -67,16 +67,12 @@ class ASPL(Protection):
 
     def perturb(self, x0, models, gen, *, class_images=None):
         clean = x0 if self.clean_images is None else self.clean_images.to(x0)
-        surrogates = [surrogate.clone(m) for m in models]
+        surrogates = self.make_surrogates(models, gen)
         pgd = self.pgd()
         x = pgd.start(x0, gen)
         rounds = math.ceil(self.steps / self.pgd_steps)
         for r in range(rounds):
-            copies = []
-            for s in surrogates:
-                c = surrogate.clone(s)
-                self.train_surrogate(c, clean, self.surrogate_steps, gen, class_images, start=r)
-                copies.append(c)
+            copies = self.round_models(surrogates, clean, gen, class_images, r)
             self.before_pgd(copies, x, gen)
             for _ in range(min(self.pgd_steps, self.steps - self._done)):
                 g, value = gradient(x, lambda v: self.objective(v, x0, copies, gen), transforms=self.transforms,
@@ -87,6 +83,19 @@ class ASPL(Protection):
                 self.train_surrogate(s, x.detach(), self.train_steps, gen, class_images, start=r)
         self.surrogates = surrogates
         return x
+
+    def make_surrogates(self, models, gen):
+        """The surrogates kept across rounds: independent copies of the given models."""
+        return [surrogate.clone(m) for m in models]
+
+    def round_models(self, surrogates, clean, gen, class_images, r):
+        """Step (1): copies of the surrogates trained on the clean images; PGD runs against them."""
+        copies = []
+        for s in surrogates:
+            c = surrogate.clone(s)
+            self.train_surrogate(c, clean, self.surrogate_steps, gen, class_images, start=r)
+            copies.append(c)
+        return copies
 
     def before_pgd(self, copies, x, gen) -> None:
         """Hook run after the surrogate copies are trained, before the round's PGD steps (SimAC)."""
@@ -121,10 +130,10 @@ class ASPLLoRA(ASPL):
     eps, alpha, steps = 0.05 * 127.5 / 255, 127.5 / 255 / 255, 200
     options = {**ASPL.options, "pgd_steps": 10, "surrogate_steps": 10, "train_steps": 0, "lr": 1e-4, "rank": 4}
 
-    def perturb(self, x0, models, gen, *, class_images=None):
+    def make_surrogates(self, models, gen):
+        """Copies of the models with rank-``rank`` LoRA adapters on the UNet attention (seeded from ``gen``)."""
         from peft import LoraConfig
 
-        clean = x0 if self.clean_images is None else self.clean_images.to(x0)
         loras = []
         for m in models:
             c = surrogate.clone(m)
@@ -133,21 +142,13 @@ class ASPLLoRA(ASPL):
                 c.unet.add_adapter(LoraConfig(r=self.rank, lora_alpha=self.rank, init_lora_weights="gaussian",
                                               target_modules=["to_k", "to_q", "to_v", "to_out.0"]))
             loras.append(c)
-        pgd = self.pgd()
-        x = pgd.start(x0, gen)
-        for r in range(math.ceil(self.steps / self.pgd_steps)):
-            for c in loras:
-                params = [p for n, p in c.unet.named_parameters() if "lora" in n]
-                self.train_surrogate_params(c, clean, self.surrogate_steps, gen, class_images, params, r)
-            for _ in range(min(self.pgd_steps, self.steps - self._done)):
-                g, value = gradient(x, lambda v: self.objective(v, x0, loras, gen), transforms=self.transforms,
-                                    samples=self.eot_samples, generator=gen)
-                x = pgd.update(x, x0, g, self._done)
-                self._tick(self._done, value)
-        self.surrogates = loras
-        return x
+        return loras
 
-    def train_surrogate_params(self, model, images, steps, gen, class_images, params, start):
-        return surrogate.train_steps(model, images, self.prompt, steps, lr=self.lr, generator=gen,
-                                     class_images=class_images, class_prompt=self.class_prompt,
-                                     prior_weight=self.prior_weight, params=params, start=start)
+    def round_models(self, surrogates, clean, gen, class_images, r):
+        """The LoRA surrogates themselves, their adapters trained on the clean images (no copies)."""
+        for c in surrogates:
+            params = [p for n, p in c.unet.named_parameters() if "lora" in n]
+            surrogate.train_steps(c, clean, self.prompt, self.surrogate_steps, lr=self.lr, generator=gen,
+                                  class_images=class_images, class_prompt=self.class_prompt,
+                                  prior_weight=self.prior_weight, params=params, start=r)
+        return surrogates

@@ -87,10 +87,14 @@ def gradient(
     samples: int = 1,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, float]:
-    """Gradient of ``objective`` at ``x`` (averaged over ``samples`` EOT draws) and the mean objective."""
+    """Gradient of ``objective`` at ``x`` and the mean objective, averaged over ``samples`` draws.
+
+    Each draw samples the transforms (EOT) and the objective's own randomness (timesteps, noise,
+    a purifier's noise) from ``generator``.
+    """
     total = torch.zeros_like(x)
     value = 0.0
-    n = max(1, samples) if transforms else 1
+    n = max(1, samples)
     for _ in range(n):
         xi = x.detach().clone().requires_grad_(True)
         xt = xi

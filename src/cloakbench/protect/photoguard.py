@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import Protection, register_protection
+from .engine import run_pgd
 from .targets import load_target
 
 
@@ -72,14 +73,6 @@ class PhotoGuardE2E(Protection):
         return self.mean_over(models, one)
 
     def perturb(self, x0, models, gen, *, class_images=None):
-        pgd = self.pgd()
-        x = pgd.start(x0, gen)
-        for i in range(self.steps):
-            total = torch.zeros_like(x)
-            for _ in range(self.grad_reps):
-                xi = x.detach().clone().requires_grad_(True)
-                (g,) = torch.autograd.grad(self.objective(xi, x0, models, gen), xi)
-                total += g
-            x = pgd.update(x, x0, total / self.grad_reps, i)
-            self._tick()
-        return x
+        """PGD with the gradient averaged over ``grad_reps`` draws of the sampling noise."""
+        return run_pgd(self.pgd(), x0, lambda x: self.objective(x, x0, models, gen), generator=gen,
+                       transforms=self.transforms, samples=self.grad_reps * self.eot_samples, callback=self._tick)
