@@ -111,6 +111,15 @@ def test_report_renders_in_headless_chromium(smoke_cfg, tmp_path):
     html = build(run)
     text = html.read_text()
     assert "<table id=\"results\">" in text and "jpeg" in text and "fdfr[dlib]" in text
+    assert text.count('class="pivot"') == 3  # protections x red-teams, one per metric
+    timing = text[text.index('<table id="timing">'):]
+    assert "<td class=\"l\">jpeg</td>" in timing and " ± " in timing.split("</tr>")[1]  # PSNR of purified vs clean
+    pq = pytest.importorskip("pyarrow.parquet")
+    from cloakbench.bench.store import export_parquet, read_rows
+
+    table = pq.read_table(export_parquet(run / "results.sqlite", run / "results.parquet"))
+    assert table.num_rows == len(read_rows(run / "results.sqlite")) > 0
+    assert table.schema.field("value").type == "double"
     srcs = re.findall(r'<img[^>]+src="([^"]+)"', text)
     assert srcs and all((run / s).resolve().is_file() for s in srcs)
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -141,6 +150,20 @@ def test_paper_faces_dry_run_needs_no_weights(tmp_path):
     # 3 identities x 6 protections; 10 red-teams each; x 2 recipes; x 2 QES
     assert c["protect"]["total"] == 18 and c["purify"]["total"] == 180
     assert c["train"]["total"] == 18 * 11 * 2 and c["evaluate"]["total"] == 18 * 11 * 2 * 2
+
+
+@pytest.mark.data
+def test_art_style_dry_run_plan():
+    preset = Path(__file__).resolve().parents[1] / "configs" / "art-style.yaml"
+    cfg = load_config(preset)
+    specs = Runner(cfg, "/nonexistent-run", device="cpu").specs
+    kinds = [s.kind for s in specs]
+    # clean: 2 recipes; 3 protections x (4 red-teams with LoRA + 2 with LoRA + CDL)
+    assert kinds.count("protect") == 3 and kinds.count("purify") == 9 and kinds.count("train") == 2 + 3 * 6
+    train = next(s for s in specs if s.kind == "train")
+    assert train.params["prompts"] == ["a painting in sks style", "a painting"] and train.params["recipe"]["lora"]
+    assert next(s for s in specs if s.kind == "class_images").params["prompt"] == "a painting"
+    assert any(s.kind == "evaluate" and "clip_style" in s.params["metrics"] for s in specs)
 
 
 @pytest.mark.data

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 import typer
@@ -43,6 +44,20 @@ console = Console()
 @app.callback()
 def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at INFO level.")) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:  # the libraries' own bars would tear our rich progress display
+        quiet_libraries()
+
+
+def quiet_libraries() -> None:
+    """Turn off diffusers / transformers / huggingface_hub progress bars."""
+    import importlib
+
+    for mod, fn in (("diffusers.utils.logging", "disable_progress_bar"), ("transformers.utils.logging", "disable_progress_bar"),
+                    ("huggingface_hub.utils", "disable_progress_bars")):
+        try:
+            getattr(importlib.import_module(mod), fn)()
+        except (ImportError, AttributeError):
+            pass
 
 
 @app.command()
@@ -348,10 +363,38 @@ def bench(
             result = run_ray(runner, tick, address=address)
         else:
             result = runner.execute(tick)
-    from .bench.store import export_csv
+    from .bench.store import export_csv, export_parquet
 
-    csv_path = export_csv(runner.db, out / "results.csv")
-    console.print(f"ran {result['ran']} stages, skipped {result['skipped']} already done; results: {runner.db}, {csv_path}")
+    paths = [export_csv(runner.db, out / "results.csv")]
+    try:
+        paths.append(export_parquet(runner.db, out / "results.parquet"))
+    except ImportError:
+        pass  # pyarrow not installed: `cloakbench export --format parquet` says how
+    console.print(f"ran {result['ran']} stages, skipped {result['skipped']} already done; results: {runner.db}, "
+                  + ", ".join(map(str, paths)))
+
+
+@app.command()
+def export(
+    run_dir: Path = typer.Argument(..., help="A `cloakbench bench` run folder."),
+    fmt: str = typer.Option("csv", "--format", help="csv or parquet (needs pyarrow: cloakbench[parquet])."),
+    out: Path = typer.Option(None, "--out", help="Output file (default: RUN_DIR/results.<format>)."),
+) -> None:
+    """Export the results database (one row per cell x metric x seed, with provenance)."""
+    from .bench.store import export_csv, export_parquet
+
+    db = run_dir / "results.sqlite"
+    if not db.is_file():
+        raise typer.BadParameter(f"{db} does not exist: run `cloakbench bench` first", param_hint="RUN_DIR")
+    if fmt not in ("csv", "parquet"):
+        raise typer.BadParameter(f"format must be csv or parquet, not {fmt!r}", param_hint="--format")
+    target = out or run_dir / f"results.{fmt}"
+    try:
+        path = (export_csv if fmt == "csv" else export_parquet)(db, target)
+    except ImportError as exc:
+        Console(stderr=True).print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    console.print(f"wrote {path}")
 
 
 @app.command()
@@ -569,6 +612,83 @@ def analyze(
                       _fmt(g["prompt_alignment"]), _fmt(g.get("cos_to_paired_clean", g.get("cos_to_clean_centroid"))))
     console.print(table)
     console.print(f"wrote {out / 'misalignment.json'} and plots {', '.join(summary.get('plots', {}).values())}")
+
+
+mini_app = typer.Typer(help="The mini stack: train its models on the procedural world, check them.", no_args_is_help=True)
+app.add_typer(mini_app, name="mini")
+
+
+@mini_app.command("train")
+def mini_train(
+    out: Path = typer.Option(None, "--out", help="Output folder (default: the shipped folder inside the package)."),
+    quick: bool = typer.Option(False, "--quick", help="A one-minute run of the same code (plumbing check)."),
+    seed: int = typer.Option(0, help="Seed of the world and of every model."),
+) -> None:
+    """Train every mini model from scratch (seeded; about 50 minutes on 2 CPU cores) and validate it."""
+    from dataclasses import replace
+
+    from .mini.stack import SHIPPED
+    from .mini.train import FULL, QUICK, train_all
+
+    cfg = replace(QUICK if quick else FULL, seed=seed)
+    manifest = train_all(out or SHIPPED, cfg, log=lambda m: console.print(escape(m)))
+    console.print(f"trained in {manifest['train_seconds']:.0f} s -> {out or SHIPPED}")
+
+
+@mini_app.command("validate")
+def mini_validate(folder: Path = typer.Argument(None, help="Weights folder (default: the shipped one).")) -> None:
+    """Recompute the validation figures of saved mini weights (held-out subjects) into manifest.json."""
+    from .mini.stack import weights_dir
+    from .mini.train import validate_saved
+
+    validate_saved(folder or weights_dir(), log=lambda m: console.print(escape(m)))
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("cloakbench-demo"), "--out", help="Run folder (rerun to resume)."),
+    config: Path = typer.Option(None, help="Mini bench YAML (default: the shipped mini-paper.yaml)."),
+) -> None:
+    """The paper's protocol on the mini stack in minutes on a CPU: table, analysis and report.html."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from .bench import ConfigError
+    from .mini.demo import CONFIG, run_demo
+
+    t0 = time.perf_counter()
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task("stages", total=None)
+
+        def tick(spec, state):
+            if state == "running":
+                bar.update(task, description=f"running {spec.folder_name}")
+            else:
+                bar.advance(task)
+
+        try:
+            summary = run_demo(out, config=config or CONFIG, progress=tick)
+        except ConfigError as exc:
+            Console(stderr=True).print(f"[red]{escape(str(exc))}[/red]")
+            raise typer.Exit(2) from None
+    metric = summary["identity_metric"]
+    table = Table(title=escape(f"mini paper protocol: identity ({metric}) and quality of DreamBooth samples"))
+    cols = sorted({k for r in summary["rows"] for k in r if "[" in k}, key=lambda c: (not c.startswith("ism"), c))
+    for col in ("protection", "red-team", *cols, "identity gap recovered"):
+        table.add_column(escape(col))
+    for r in summary["rows"]:
+        rec = {None: "", "no gap": "no gap"}.get(r["recovered"], None)
+        rec = rec if rec is not None else f"{100 * r['recovered']:.0f} %"
+        table.add_row(r["protection"], r["red_team"], *[_fmt(r.get(c)) for c in cols], rec)
+    console.print(table)
+    mis = Table(title="latent misalignment (mini CLIP): p(toy) vs p(noise pattern)")
+    for col in ("set", "p(toy)", "cos gap", "cos to clean"):
+        mis.add_column(col)
+    for name, g in summary["misalignment"].items():
+        mis.add_row(name, _fmt(g["p_subject"]), _fmt(g["cos_gap"]), _fmt(g.get("cos_to_paired_clean")))
+    console.print(mis)
+    console.print(f"stages: ran {summary['stages']['ran']}, skipped {summary['stages']['skipped']}; "
+                  f"{time.perf_counter() - t0:.0f} s; report: {summary['report']}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -104,6 +104,8 @@ def run_checks(*, smoke: bool = True) -> list[Check]:
         v = _version(dist)
         add("backends", module, ok, f"{v} - {what}" if ok else f"missing ({err or 'not installed'}); {hint}")
 
+    checks.extend(mini_checks())
+
     home = weights.home()
     add("weights", "CLOAKBENCH_HOME", True, str(home))
     for spec in weights.list_specs():
@@ -118,6 +120,44 @@ def run_checks(*, smoke: bool = True) -> list[Check]:
         n = sum(1 for p in data.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
         add("data", "test data", True, f"{data} ({n} images)")
     return checks
+
+
+def mini_checks(subjects: int = 36, photos: int = 4, seed: int = 12345) -> list[Check]:
+    """The shipped mini stack, measured live on fresh photos of held-out subjects: the identity
+    encoder's ROC AUC (same vs different subject, cosine) and the mini CLIP quality score
+    (``p_good - p_bad``) on clean vs degraded photos. A few seconds on a CPU."""
+    import torch
+
+    out: list[Check] = []
+    try:
+        from .mini import world
+        from .mini.stack import load_stack
+        from .mini.train import quality_scores, roc_auc
+
+        t0 = time.perf_counter()
+        stack = load_stack()
+        val = stack.manifest.get("validation", {})
+        out.append(Check("mini", "weights", True, f"{stack.folder} (trained in {stack.manifest.get('train_seconds', 0):.0f} s; "
+                                                 f"shipped identity AUC {val.get('identity_auc_heldout', 'n/a')})"))
+        x, y = world.dataset(world.held_out_subjects()[:subjects], photos, seed)
+        with torch.no_grad():
+            emb, toy = stack.identity(x)
+        sim = emb @ emb.T
+        same, upper = y[:, None] == y[None, :], torch.ones_like(sim, dtype=torch.bool).triu(1)
+        auc = roc_auc(sim[same & upper], sim[~same & upper])
+        out.append(Check("mini", "identity AUC (held-out subjects)", auc >= 0.95,
+                         f"{auc:.4f} over {int(upper.sum())} pairs of {subjects} subjects (goal >= 0.95); "
+                         f"toy detected in {float((toy > 0).float().mean()):.0%} of photos"))
+        deg, _ = world.degrade(x, torch.Generator().manual_seed(seed))
+        q = quality_scores(stack.clip, torch.cat([x, deg]))
+        n = len(x)
+        q_auc = roc_auc(q[:n], q[n:])
+        out.append(Check("mini", "quality score (mini CLIP good/bad)", q_auc >= 0.8,
+                         f"clean {float(q[:n].mean()):+.3f}, degraded {float(q[n:].mean()):+.3f}, AUC {q_auc:.4f}; "
+                         f"{time.perf_counter() - t0:.1f} s"))
+    except Exception as exc:  # noqa: BLE001 - report, never crash the doctor
+        out.append(Check("mini", "mini stack", False, f"{type(exc).__name__}: {exc}"[:300]))
+    return out
 
 
 def as_json(checks: list[Check]) -> list[dict[str, Any]]:

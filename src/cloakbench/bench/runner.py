@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from ..images import IMAGE_SUFFIXES, atomic_write_bytes, parse_budget, read_images, save_images
-from .config import BenchConfig
+from .config import BenchConfig, prompts
 from .spec import Spec, files_hash
 from .store import write_rows
 
@@ -58,29 +58,38 @@ def plan(cfg: BenchConfig) -> tuple[list[Spec], dict[str, list[Path]]]:
         specs.setdefault(spec.hash, spec)
         return specs[spec.hash]
 
+    instance_prompt, class_prompt = prompts(cfg)
     for ident in identities(cfg):
         train_files, ref_files = identity_files(cfg, ident)
         train_key, ref_key = "files:" + files_hash(train_files), "files:" + files_hash(ref_files)
         files[train_key], files[ref_key] = train_files, ref_files
         for seed in cfg.seeds:
             for prot in cfg.protections:
-                eps = None if prot.eps is None else parse_budget(prot.eps)
-                p = add(Spec("protect", {"method": prot.method, "eps": eps, "steps": prot.steps, "options": prot.options,
-                                         "model": cfg.model, "models": prot.models, "resolution": cfg.resolution,
-                                         "seed": seed},
-                             {"images": train_key}, {"identity": ident}))
+                if prot.method.lower() == "none":  # the clean baseline: train on the images as they are
+                    protected = train_key
+                else:
+                    eps = None if prot.eps is None else parse_budget(prot.eps)
+                    protected = add(Spec("protect", {"method": prot.method, "eps": eps, "steps": prot.steps,
+                                                     "options": prot.options, "model": cfg.model, "models": prot.models,
+                                                     "resolution": cfg.resolution, "seed": seed},
+                                         {"images": train_key}, {"identity": ident})).hash
                 for pur in cfg.purifications:
-                    u = p if pur == "none" else add(Spec(
+                    if prot.method.lower() == "none" and pur != "none" and not cfg.purify_clean:
+                        continue
+                    u = protected if pur == "none" else add(Spec(
                         "purify", {"method": pur, "options": cfg.purify_options.get(pur, {}), "seed": seed,
-                                   "resolution": cfg.resolution}, {"images": p.hash}))
+                                   "resolution": cfg.resolution}, {"images": protected})).hash
                     for recipe in cfg.recipes:
-                        inputs = {"instances": u.hash}
+                        if recipe.purifications is not None and pur not in recipe.purifications:
+                            continue
+                        inputs = {"instances": u}
                         if recipe.prior:
-                            c = add(Spec("class_images", {"model": cfg.model, "prompt": "a photo of person",
+                            c = add(Spec("class_images", {"model": cfg.model, "prompt": class_prompt,
                                                           "n": recipe.num_class_images, "steps": recipe.class_steps,
                                                           "resolution": cfg.resolution, "seed": seed}))
                             inputs["classes"] = c.hash
                         t = add(Spec("train", {"recipe": recipe.model_dump(), "model": cfg.model,
+                                               "prompts": [instance_prompt, class_prompt],
                                                "resolution": cfg.resolution, "seed": seed}, inputs))
                         for qes in cfg.sampling.qes:
                             s = add(Spec("sample", {"qes": qes, "prompts": cfg.sampling.prompts, "n": cfg.sampling.n,
@@ -93,7 +102,16 @@ def plan(cfg: BenchConfig) -> tuple[list[Spec], dict[str, list[Path]]]:
 
 
 def _label(prot) -> str:
+    if prot.method.lower() == "none":
+        return "none"
     return prot.method + (f"@{prot.eps}" if prot.eps is not None else "")
+
+
+def _min_size(params: dict) -> int:
+    """Refuse inputs smaller than the stage resolution (or 64 px), never upscale tiny files silently."""
+    from ..images import DEFAULT_MIN_SIZE
+
+    return min(DEFAULT_MIN_SIZE, int(params["resolution"]))
 
 
 def versions() -> dict[str, str]:
@@ -201,7 +219,7 @@ class Runner:
 
         p = spec.params
         paths = self._input_paths(spec.inputs["images"])
-        x = read_images(paths, p["resolution"]).images
+        x = read_images(paths, p["resolution"], min_size=_min_size(p)).images
         kw = {k: v for k, v in (("eps", p["eps"]), ("steps", p["steps"])) if v is not None}
         prot = create_protection(p["method"], **kw, **p["options"])
         if p.get("models"):
@@ -221,14 +239,37 @@ class Runner:
 
         p = spec.params
         paths = self._input_paths(spec.inputs["images"])
-        x = read_images(paths, p["resolution"]).images
+        x = read_images(paths, p["resolution"], min_size=_min_size(p)).images
         pur = create_purifier(p["method"], seed=p["seed"], device=self.device, **p["options"])
         out = pur(x)
         if out.shape[-2:] != x.shape[-2:]:
             out = torch.nn.functional.interpolate(out, size=x.shape[-2:], mode="bicubic", antialias=True,
                                                   align_corners=False).clamp(0, 1)
         save_images(out, work, [q.stem for q in paths])
-        return {"seconds_per_image": pur.stats["seconds_per_image"], "config": pur.config()}
+        return {"seconds_per_image": pur.stats["seconds_per_image"], "config": pur.config(),
+                "fidelity": self._fidelity(spec.inputs["images"], out)}
+
+    def _fidelity(self, key: str, purified: torch.Tensor) -> dict[str, float | None]:
+        """PSNR / SSIM / LPIPS of purified images against their clean sources (the paper's Table 2
+        reports LPIPS per purifier); LPIPS is None when its package or weights are missing."""
+        from ..metrics import create_metric
+
+        if key.startswith("files:"):
+            clean_paths = self.files[key]
+        else:
+            up = self.by_hash[key]
+            clean_paths = self.files[up.inputs["images"]] if up.inputs.get("images", "").startswith("files:") else []
+        if len(clean_paths) != purified.shape[0]:
+            return {}
+        clean = read_images(clean_paths, purified.shape[-1], min_size=None).images
+        out: dict[str, float | None] = {}
+        for name in ("psnr", "ssim", "lpips"):
+            try:
+                out[name] = create_metric(name)(purified, clean).value
+            except Exception as exc:  # noqa: BLE001 - a missing optional metric is recorded, not fatal
+                log.info("fidelity %s unavailable: %s", name, exc)
+                out[name] = None
+        return out
 
     def _stage_class_images(self, spec: Spec, work: Path) -> dict[str, Any]:
         from ..personalize import prepare_class_images
@@ -242,10 +283,12 @@ class Runner:
         from ..personalize import CDLPolicy, DreamBoothTrainer, TrainConfig
 
         p, r = spec.params, spec.params["recipe"]
-        inst = read_images(self._input_paths(spec.inputs["instances"]), p["resolution"]).images
-        cls = (read_images(self._input_paths(spec.inputs["classes"]), p["resolution"]).images
+        inst = read_images(self._input_paths(spec.inputs["instances"]), p["resolution"], min_size=_min_size(p)).images
+        cls = (read_images(self._input_paths(spec.inputs["classes"]), p["resolution"], min_size=_min_size(p)).images
                if "classes" in spec.inputs else None)
-        cfg = TrainConfig(steps=r["steps"], lr=r["lr"] or (1e-4 if r["lora"] else 5e-7), lora=r["lora"],
+        instance_prompt, class_prompt = p.get("prompts", ["a photo of sks person", "a photo of person"])
+        cfg = TrainConfig(instance_prompt=instance_prompt, class_prompt=class_prompt,
+                          steps=r["steps"], lr=r["lr"] or (1e-4 if r["lora"] else 5e-7), lora=r["lora"],
                           lora_rank=r["lora_rank"], prior_weight=1.0 if r["prior"] else 0.0,
                           resolution=p["resolution"], seed=p["seed"], checkpoint_every=max(1, r["steps"] // 4),
                           cdl=CDLPolicy(enabled=r["cdl"]))
@@ -272,7 +315,7 @@ class Runner:
 
         p = spec.params
         gen = read_images(self._input_paths(spec.inputs["images"]), None, min_size=None).images
-        refs = read_images(self._input_paths(spec.inputs["references"]), p["resolution"]).images
+        refs = read_images(self._input_paths(spec.inputs["references"]), p["resolution"], min_size=_min_size(p)).images
         rows, results = [], {}
         prov = {"versions": versions(), "device": self.device}
         for name in p["metrics"]:

@@ -3,7 +3,8 @@
 One row per cell x metric x seed, keyed by the evaluate stage's spec hash and the metric, with the
 cell coordinates and provenance (package versions, git sha, device, seconds). Writes are single
 transactions in WAL mode with ``INSERT OR REPLACE`` on the unique key, so reruns and concurrent
-writers neither duplicate nor lose rows.
+writers neither duplicate nor lose rows. Exports: CSV (always) and Parquet (with ``pyarrow``,
+extra ``cloakbench[parquet]``).
 """
 
 from __future__ import annotations
@@ -61,4 +62,21 @@ def export_csv(path: Path, out: Path) -> Path:
         w = csv.DictWriter(fh, fieldnames=COLUMNS)
         w.writeheader()
         w.writerows(rows)
+    return out
+
+
+def export_parquet(path: Path, out: Path) -> Path:
+    """Write the results table as Parquet (``details`` / ``provenance`` stay JSON strings); atomic."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise ImportError("Parquet export needs pyarrow: pip install 'cloakbench[parquet]'") from exc
+    rows = read_rows(path)
+    types = {"value": pa.float64(), "n": pa.int64(), "n_no_face": pa.int64(), "qes": pa.int64(), "seed": pa.int64()}
+    schema = pa.schema([(c, types.get(c, pa.string())) for c in COLUMNS])
+    table = pa.Table.from_pylist(rows, schema=schema)
+    tmp = out.with_name(out.name + ".tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(out)
     return out

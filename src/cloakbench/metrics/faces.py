@@ -235,6 +235,43 @@ class DeepFaceVGG(FaceBackend):
         return f"deepface {md.version('deepface')} {self.model} {self.detector} tau={self.threshold}"
 
 
+@FACE_BACKENDS.register("mini", licence="Apache-2.0 (trained by cloakbench mini train)")
+class MiniToys(FaceBackend):
+    """The mini world's identity encoder (:mod:`cloakbench.mini`): the whole 32 px photo is the "face"
+    when the toy detector fires (logit > 0), embedded as a unit 64-d vector; cosine distance, with the
+    threshold at the equal-error rate on held-out subjects (stored with the weights)."""
+
+    name = "mini"
+    distance = "cosine"
+
+    def __init__(self, threshold: float | None = None) -> None:
+        from ..mini.stack import load_stack
+
+        self.stack = load_stack()
+        self.threshold = float(threshold if threshold is not None
+                               else self.stack.manifest.get("validation", {}).get("identity_threshold", 0.5))
+
+    def _run(self, image: np.ndarray) -> tuple[np.ndarray, float]:
+        import torch
+
+        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255
+        if x.shape[-1] != 32 or x.shape[-2] != 32:
+            x = torch.nn.functional.interpolate(x, size=(32, 32), mode="bicubic", antialias=True, align_corners=False)
+        with torch.no_grad():
+            emb, toy = self.stack.identity(x.clamp(0, 1))
+        return emb[0].numpy().astype(np.float64), float(torch.sigmoid(toy[0]))
+
+    def faces(self, image: np.ndarray) -> list[Face]:
+        emb, p = self._run(image)
+        return [Face((0, 0, image.shape[1], image.shape[0]), p, emb)] if p > 0.5 else []
+
+    def embed_whole(self, image: np.ndarray) -> np.ndarray:
+        return self._run(image)[0]
+
+    def version(self) -> str:
+        return f"mini identity encoder ({self.stack.folder.name}) tau={self.threshold:.3f}"
+
+
 def create_face_backend(name: str | FaceBackend = "dlib", **kw) -> FaceBackend:
     """A face backend by name (``dlib``, ``insightface``, ``deepface``) or pass one through."""
     return name if isinstance(name, FaceBackend) else FACE_BACKENDS.create(name, **kw)

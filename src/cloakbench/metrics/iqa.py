@@ -78,16 +78,46 @@ class ClipIQAC(Metric):
     licence = "CLIP weights: MIT (OpenAI)"
 
     def __init__(self, clip: str | Clip = DEFAULT_CLIP, subject: str = "face", scale: float = 100.0,
-                 device: str | None = None) -> None:
+                 device: str | None = None, backend: str | None = None) -> None:
+        if backend == "mini":  # ``clip_iqac[mini]``: the mini CLIP and its world's class word
+            clip, subject = "mini", "a toy"
+        elif backend not in (None, "clip"):
+            raise ValueError(f"clip_iqac backend must be 'clip' or 'mini', got {backend!r}")
         self.clip = load_clip(clip, device=device)
         self.prompts = [f"a good photo of {subject}", f"a bad photo of {subject}"]
         self.scale = scale
-        self.backend = "clip"
+        self.backend = backend or "clip"
 
     def compute(self, images: torch.Tensor, references: torch.Tensor | None) -> MetricResult:
         p = (self.scale * self.clip.image_features(images) @ self.clip.text_features(self.prompts).T).softmax(-1)
         per = (p[:, 0] - p[:, 1]).tolist()
         return self.result(nanmean(per), per, details={"prompts": self.prompts, "clip": self.clip.source})
+
+
+@register_metric
+class ClipStyle(Metric):
+    """Style similarity for style mimicry (the paper's art case; Glaze / Mist evaluate mimicry the same
+    way): mean cosine between the CLIP image embedding of each generated image and the centroid of the
+    reference paintings' embeddings, in [-1, 1]. ``clip_style[mini]`` uses the mini CLIP."""
+
+    name = "clip_style"
+    higher_better = True
+    value_range = (-1.0, 1.0)
+    needs_reference = True
+    licence = "CLIP weights: MIT (OpenAI)"
+
+    def __init__(self, clip: str | Clip = DEFAULT_CLIP, device: str | None = None, backend: str | None = None) -> None:
+        if backend == "mini":
+            clip = "mini"
+        elif backend not in (None, "clip"):
+            raise ValueError(f"clip_style backend must be 'clip' or 'mini', got {backend!r}")
+        self.clip = load_clip(clip, device=device)
+        self.backend = backend or "clip"
+
+    def compute(self, images: torch.Tensor, references: torch.Tensor | None) -> MetricResult:
+        centroid = torch.nn.functional.normalize(self.clip.image_features(references).mean(0), dim=0)
+        per = (self.clip.image_features(images) @ centroid).tolist()
+        return self.result(nanmean(per), per, details={"clip": self.clip.source, "references": int(references.shape[0])})
 
 
 # LIQE (Zhang et al., CVPR 2023): the multitask prompts over quality x scene x distortion.

@@ -88,6 +88,10 @@ def load_clip(source: str | os.PathLike[str] | Clip = DEFAULT_CLIP, *, device: s
     if isinstance(source, Clip):
         return source
     text = str(source)
+    if text == "mini":  # the mini stack's CLIP (32 px, trained on the procedural world)
+        from ..mini.stack import load_stack
+
+        return load_stack().clip
     path = Path(text).expanduser()
     local = path.is_dir()
     if not local and (text.startswith((".", "/", "~")) or path.suffix):

@@ -55,6 +55,7 @@ def load_model(
     """Build the bundle from ``source`` and move it to ``device`` (cuda > mps > cpu) in ``dtype``.
 
     * ``"tiny"``: random tiny weights of the real classes (tests, plumbing).
+    * ``"mini"``: the shipped mini stack trained on the procedural world (32 px; :mod:`cloakbench.mini`).
     * a local diffusers folder (with ``model_index.json``): loaded with ``local_files_only``.
     * a single ``.safetensors`` / ``.ckpt`` file: needs ``config``, a local skeleton folder (configs
       and tokenizer, no weights) or hub id, because diffusers would otherwise guess a hub repo and go
@@ -70,6 +71,10 @@ def load_model(
         from .tiny import build_tiny
 
         model = build_tiny()
+    elif text == "mini":
+        from ..mini.stack import load_stack
+
+        model = load_stack().diffusion_model()
     elif path.is_dir():
         if not (path / "model_index.json").is_file():
             raise ModelLoadError(f"{path} is a folder but not a diffusers model (no model_index.json)")

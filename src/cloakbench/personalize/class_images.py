@@ -54,4 +54,4 @@ def prepare_class_images(
         imgs = generate(model, [prompt], missing, cfg, seed=seed + len(existing), height=res, width=res)
         save_images(imgs, folder, [f"class-{len(existing) + i:05d}" for i in range(missing)])
         existing = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    return read_images(existing[:n], res).images
+    return read_images(existing[:n], res, min_size=min(64, res)).images

@@ -3,7 +3,7 @@
 ``create_purifier(name, **overrides)(images)``; names compose with ``+`` (``"codeformer+realesrgan"``).
 """
 
-from . import codeformer, codesr, latent, pixel, simple, sr, tvm  # noqa: F401  (register)
+from . import codeformer, codesr, latent, mini, pixel, simple, sr, tvm  # noqa: F401  (register)
 from .base import PURIFIERS, Compose, Purifier, create_purifier, list_purifiers
 
 __all__ = ["PURIFIERS", "Compose", "Purifier", "create_purifier", "list_purifiers"]

@@ -30,8 +30,14 @@ DEFAULT_PIXEL_MODEL = "google/ddpm-ema-celebahq-256"
 
 @functools.lru_cache(maxsize=2)
 def load_pixel_model(source: str, device: str = "cpu"):
-    """``(UNet2DModel, DDPMScheduler)`` from a DDPM folder or hub id; a clear error when unavailable."""
+    """``(UNet2DModel, DDPMScheduler)`` from a DDPM folder or hub id (``"mini"``: the mini stack's 16 px
+    pixel DDPM); a clear error when unavailable."""
     from diffusers import DDPMScheduler, UNet2DModel
+
+    if source == "mini":
+        from ..mini.stack import load_stack
+
+        return load_stack().pixel_model()
 
     from ..models.loading import ModelLoadError, _offline
 

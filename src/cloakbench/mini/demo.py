@@ -1,0 +1,90 @@
+"""``cloakbench demo``: the paper's protocol on the mini stack, end to end, in minutes on a CPU.
+
+Runs ``mini-paper.yaml`` (shipped beside this file; ``configs/mini-paper.yaml`` is the same file)
+through the bench runner: clean DreamBooth, protections, red-teams none / JPEG / GrIDPure / CodeSR /
+CDL / CodeSR + CDL, QES sampling, identity and quality metrics. Then the latent-misalignment analysis
+with the mini CLIP, the HTML report, and a table of how much of the protection's identity gap each
+red-team recovers:
+
+    recovered = (ISM(red-team) - ISM(protected, no red-team)) / (ISM(clean) - ISM(protected, no red-team))
+
+Nothing is tuned for the demo: the numbers are whatever the shipped models and the config give.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+CONFIG = Path(__file__).with_name("mini-paper.yaml")
+MIN_GAP = 0.02  # ISM units (cosine); smaller clean-vs-protected gaps are reported as "no gap"
+# (purification, CDL) -> red-team name, in the paper's order
+RED_TEAMS = {("none", False): "none", ("jpeg", False): "JPEG", ("gridpure", False): "GrIDPure",
+             ("codesr-mini", False): "CodeSR", ("none", True): "CDL", ("codesr-mini", True): "CodeSR + CDL"}
+
+
+def summarize(run_dir: str | Path, cfg) -> dict[str, Any]:
+    """Mean metric per (protection, red-team) over identities and seeds, and the recovered gap."""
+    from ..bench.store import read_rows
+
+    cdl = {r.name: r.cdl for r in cfg.recipes}
+    acc: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for row in read_rows(Path(run_dir) / "results.sqlite"):
+        team = RED_TEAMS.get((row["purification"], cdl.get(row["recipe"], False)))
+        if team is None or row["value"] is None:
+            continue
+        acc[(row["protection"], team)][row["metric"]].append(float(row["value"]))
+    means = {k: {m: sum(v) / len(v) for m, v in ms.items()} for k, ms in acc.items()}
+    ism = next((m for ms in means.values() for m in ms if m.startswith("ism")), None)
+    clean = means.get(("none", "none"), {}).get(ism) if ism else None
+    rows = []
+    for (prot, team), ms in sorted(means.items(), key=lambda kv: (kv[0][0] != "none", kv[0][0], list(RED_TEAMS.values()).index(kv[0][1]))):
+        base = means.get((prot, "none"), {}).get(ism)
+        rec: float | str | None = None
+        if prot != "none" and team != "none" and None not in (clean, base):
+            # a gap smaller than MIN_GAP is within sampling noise: a ratio of it would mean nothing
+            rec = (ms[ism] - base) / (clean - base) if clean - base >= MIN_GAP else "no gap"
+        rows.append({"protection": prot, "red_team": team, **ms, "recovered": rec})
+    return {"identity_metric": ism, "clean": clean, "rows": rows}
+
+
+def run_demo(out: str | Path, *, config: str | Path = CONFIG, progress: Callable | None = None,
+             device: str | None = None) -> dict[str, Any]:
+    """Run (or resume) the demo grid in ``out``; returns the summary (also written to ``demo.json``)."""
+    import torch
+
+    from ..analysis.misalignment import analyze
+    from ..bench import Runner, load_config
+    from ..bench.report import build
+    from ..bench.store import export_csv
+    from ..images import read_images
+    from ..models.clip import load_clip
+
+    out = Path(out)
+    cfg = load_config(config)
+    runner = Runner(cfg, out, device=device or "cpu")
+    counts = runner.execute(progress)
+    export_csv(runner.db, out / "results.csv")
+    report = build(out)
+
+    # latent misalignment (PAPER.md §3) with the mini CLIP: clean vs protected vs CodeSR-purified photos
+    sets: dict[str, torch.Tensor] = {}
+    for spec in runner.specs:
+        if spec.kind == "protect" and runner.done(spec):
+            folder = runner.folder(spec)
+            done = json.loads((folder / "DONE.json").read_text())
+            sets.setdefault("clean", torch.empty(0, 3, cfg.resolution, cfg.resolution))
+            src = read_images([Path(p) for p in done["outputs"]["sources"]], cfg.resolution, min_size=None).images
+            sets["clean"] = torch.cat([sets["clean"], src])
+            sets[spec.params["method"]] = torch.cat([sets.get(spec.params["method"], torch.empty(0, *src.shape[1:])),
+                                                     read_images(folder, cfg.resolution, min_size=None).images])
+    analysis = analyze(load_clip("mini"), sets, out / "analysis", clean="clean",
+                       concepts=(f"a photo of a {cfg.subject}", "a photo of noise pattern"),
+                       prompt=f"a photo of sks {cfg.subject}", projections=("pca",)) if sets else {}
+    summary = {**summarize(out, cfg), "stages": counts, "report": str(report),
+               "misalignment": analysis.get("groups", {})}
+    (out / "demo.json").write_text(json.dumps(summary, indent=2))
+    return summary

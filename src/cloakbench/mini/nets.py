@@ -1,0 +1,109 @@
+"""Architectures of the mini stack: the real classes of the full stack, scaled to the 32 px world.
+
+| role | class | size |
+|---|---|---|
+| CLIP (text tower = the UNet's text encoder) | transformers ``CLIPModel`` | text 64-d x 2 layers, ViT 96-d x 3 layers, patch 4 |
+| VAE | diffusers ``AutoencoderKL`` | factor 4: 32 px -> 8 x 8 x 4 latents |
+| UNet | diffusers ``UNet2DConditionModel`` | (64, 128, 128), cross-attention 64 |
+| pixel DDPM (GrIDPure / DiffPure) | diffusers ``UNet2DModel`` | 16 px tiles |
+| codebook restorer (CodeFormer idea) | diffusers ``VQModel`` | 512 codes of 16-d on an 8 x 8 grid |
+| SR x2 | spandrel ``Compact`` (Real-ESRGAN compact) | 32 feats, 8 convs |
+| identity encoder + toy detector | :class:`IdentityNet` (ours) | 64-d embedding, ArcFace-style |
+
+All builders are deterministic given ``seed``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, UNet2DConditionModel, UNet2DModel, VQModel
+from transformers import CLIPConfig, CLIPModel
+
+TEXT_DIM = 64
+
+
+def build_clip(seed: int = 0) -> CLIPModel:
+    torch.manual_seed(seed)
+    cfg = CLIPConfig(
+        text_config=dict(hidden_size=TEXT_DIM, intermediate_size=4 * TEXT_DIM, num_attention_heads=4, num_hidden_layers=2,
+                         vocab_size=49408, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407,
+                         pad_token_id=49407, projection_dim=64),
+        vision_config=dict(image_size=32, patch_size=4, hidden_size=96, intermediate_size=384, num_hidden_layers=3,
+                           num_attention_heads=4, projection_dim=64),
+        projection_dim=64,
+    )
+    return CLIPModel(cfg)
+
+
+def build_vae(seed: int = 0) -> AutoencoderKL:
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32, 64, 64), layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+        norm_num_groups=16, sample_size=32,
+    )
+
+
+def build_unet(seed: int = 0) -> UNet2DConditionModel:
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(64, 128, 128), layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=TEXT_DIM, attention_head_dim=8, norm_num_groups=32,
+    )
+
+
+def build_pixel_unet(seed: int = 0) -> UNet2DModel:
+    torch.manual_seed(seed)
+    return UNet2DModel(
+        sample_size=16, in_channels=3, out_channels=3, block_out_channels=(32, 64, 64), layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"), norm_num_groups=16,
+    )
+
+
+def build_vq(seed: int = 0) -> VQModel:
+    torch.manual_seed(seed)
+    return VQModel(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=(32, 64, 64), layers_per_block=1,
+        latent_channels=16, num_vq_embeddings=512, vq_embed_dim=16, norm_num_groups=16, sample_size=32,
+    )
+
+
+def build_sr(seed: int = 0) -> nn.Module:
+    from spandrel.architectures.Compact import Compact
+
+    torch.manual_seed(seed)
+    return Compact(num_in_ch=3, num_out_ch=3, num_feat=32, num_conv=8, upscale=2)
+
+
+class IdentityNet(nn.Module):
+    """Identity encoder for the world (the ArcFace idea): a small CNN -> L2-normalised 64-d embedding,
+    trained with an additive-margin cosine softmax over the training subjects, plus a ``toy`` logit
+    (the detector: FDFR's "no face" becomes "no toy")."""
+
+    def __init__(self, n_classes: int = 504, dim: int = 64) -> None:
+        super().__init__()
+
+        def block(i: int, o: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.SiLU(),
+                                 nn.Conv2d(o, o, 3, padding=1), nn.BatchNorm2d(o), nn.SiLU(), nn.MaxPool2d(2))
+
+        self.features = nn.Sequential(block(3, 32), block(32, 64), block(64, 128))
+        self.embed = nn.Linear(128 * 4 * 4, dim)
+        self.toy = nn.Linear(128 * 4 * 4, 1)
+        self.classes = nn.Parameter(torch.randn(n_classes, dim) * 0.1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``B x 3 x 32 x 32`` in [0, 1] -> (unit embeddings ``B x dim``, toy logits ``B``)."""
+        h = self.features((x - 0.5) / 0.25).flatten(1)
+        return F.normalize(self.embed(h), dim=-1), self.toy(h)[:, 0]
+
+
+def build_identity(seed: int = 0, n_classes: int = 504) -> IdentityNet:
+    torch.manual_seed(seed)
+    return IdentityNet(n_classes)

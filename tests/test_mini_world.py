@@ -1,0 +1,53 @@
+"""The mini world and the mini training script (plumbing and determinism; fast)."""
+
+import hashlib
+from dataclasses import replace
+
+import pytest
+import torch
+
+from cloakbench.mini import world
+from cloakbench.mini.train import QUICK, eer_threshold, roc_auc, train_all
+
+
+def test_world_is_deterministic_and_varied():
+    a, b = world.photos(135, 4, seed=0), world.photos(135, 4, seed=0)
+    assert a.shape == (4, 3, 32, 32) and torch.equal(a, b)
+    assert not torch.equal(a, world.photos(135, 4, seed=1))
+    assert not torch.equal(a[0], a[1])  # pose, background and lighting vary between photos
+    assert torch.equal(a, (a * 255).round() / 255)  # 8-bit values, like a saved photo
+    assert world.N_SUBJECTS == 576 and len(world.held_out_subjects()) == 72
+    assert set(world.held_out_subjects()).isdisjoint(world.train_subjects())
+    assert world.subject(135).caption() == "a photo of a teal square toy with white stripes"
+    with pytest.raises(ValueError, match="subject index"):
+        world.subject(576)
+
+
+def test_identity_is_not_one_pixel_statistic():
+    """Subjects that share body colour and accent differ only in shape and pattern: mean colours overlap."""
+    same_colour = [s for s in range(world.N_SUBJECTS)
+                   if world.subject(s).colour == "teal" and world.subject(s).accent == "white"]
+    shapes = {world.subject(s).shape for s in same_colour}
+    patterns = {world.subject(s).pattern for s in same_colour}
+    assert len(shapes) == 6 and len(patterns) == 4
+    means = torch.stack([world.photos(s, 8, 0).mean((0, 2, 3)) for s in same_colour[:6]])
+    assert float((means - means.mean(0)).abs().max()) < 0.08  # average colour alone cannot tell them apart
+
+
+def test_roc_auc_and_eer_by_hand():
+    assert roc_auc(torch.tensor([3.0, 4.0]), torch.tensor([1.0, 2.0])) == 1.0
+    assert roc_auc(torch.tensor([1.0, 4.0]), torch.tensor([2.0, 3.0])) == 0.5
+    assert abs(eer_threshold(torch.tensor([0.1, 0.2]), torch.tensor([0.8, 0.9])) - 0.2) < 0.61
+
+
+def test_quick_training_is_reproducible(tmp_path):
+    """`cloakbench mini train --quick` runs the full script; the same seed writes identical weights."""
+    cfg = replace(QUICK, unet_steps=2)
+    m1 = train_all(tmp_path / "a", cfg, log=lambda _: None)
+    m2 = train_all(tmp_path / "b", cfg, log=lambda _: None)
+    for name in ("clip", "vae", "unet", "pixel", "vq", "sr", "identity"):
+        h = [hashlib.sha256((tmp_path / d / f"{name}.safetensors").read_bytes()).hexdigest() for d in "ab"]
+        assert h[0] == h[1], name
+    assert m1["validation"] == m2["validation"]
+    assert set(m1["validation"]) >= {"identity_auc_heldout", "clip_quality_auc", "vae_psnr", "unet_val_loss",
+                                     "vq_psnr_restored", "sr_psnr", "identity_threshold"}
