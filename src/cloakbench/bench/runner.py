@@ -71,6 +71,7 @@ def plan(cfg: BenchConfig) -> tuple[list[Spec], dict[str, list[Path]]]:
                     eps = None if prot.eps is None else parse_budget(prot.eps)
                     protected = add(Spec("protect", {"method": prot.method, "eps": eps, "steps": prot.steps,
                                                      "options": prot.options, "model": cfg.model, "models": prot.models,
+                                                     "prompts": [instance_prompt, class_prompt],
                                                      "resolution": cfg.resolution, "seed": seed},
                                          {"images": train_key}, {"identity": ident})).hash
                 for pur in cfg.purifications:
@@ -221,7 +222,9 @@ class Runner:
         paths = self._input_paths(spec.inputs["images"])
         x = read_images(paths, p["resolution"], min_size=_min_size(p)).images
         kw = {k: v for k, v in (("eps", p["eps"]), ("steps", p["steps"])) if v is not None}
-        prot = create_protection(p["method"], **kw, **p["options"])
+        if "prompts" in p:  # the protector expects the mimic's prompts (Anti-DreamBooth: "a photo of sks person")
+            kw.update(prompt=p["prompts"][0], class_prompt=p["prompts"][1])
+        prot = create_protection(p["method"], **{**kw, **p["options"]})
         if p.get("models"):
             from ..models import load_model
 

@@ -44,7 +44,7 @@ def summarize(run_dir: str | Path, cfg) -> dict[str, Any]:
     for (prot, team), ms in sorted(means.items(), key=lambda kv: (kv[0][0] != "none", kv[0][0], list(RED_TEAMS.values()).index(kv[0][1]))):
         base = means.get((prot, "none"), {}).get(ism)
         rec: float | str | None = None
-        if prot != "none" and team != "none" and None not in (clean, base):
+        if prot != "none" and team != "none" and None not in (clean, base, ms.get(ism)):
             # a gap smaller than MIN_GAP is within sampling noise: a ratio of it would mean nothing
             rec = (ms[ism] - base) / (clean - base) if clean - base >= MIN_GAP else "no gap"
         rows.append({"protection": prot, "red_team": team, **ms, "recovered": rec})
@@ -58,6 +58,7 @@ def run_demo(out: str | Path, *, config: str | Path = CONFIG, progress: Callable
 
     from ..analysis.misalignment import analyze
     from ..bench import Runner, load_config
+    from ..bench.config import prompts
     from ..bench.report import build
     from ..bench.store import export_csv
     from ..images import read_images
@@ -70,20 +71,27 @@ def run_demo(out: str | Path, *, config: str | Path = CONFIG, progress: Callable
     export_csv(runner.db, out / "results.csv")
     report = build(out)
 
-    # latent misalignment (PAPER.md §3) with the mini CLIP: clean vs protected vs CodeSR-purified photos
-    sets: dict[str, torch.Tensor] = {}
+    # latent misalignment (PAPER.md §3) with the mini CLIP: clean vs protected vs purified photos, paired by file
+    clean: dict[str, None] = {}
+    groups: dict[str, list[Path]] = {}
+    protected = {s.hash: s.params["method"] for s in runner.specs if s.kind == "protect" and runner.done(s)}
     for spec in runner.specs:
-        if spec.kind == "protect" and runner.done(spec):
-            folder = runner.folder(spec)
-            done = json.loads((folder / "DONE.json").read_text())
-            sets.setdefault("clean", torch.empty(0, 3, cfg.resolution, cfg.resolution))
-            src = read_images([Path(p) for p in done["outputs"]["sources"]], cfg.resolution, min_size=None).images
-            sets["clean"] = torch.cat([sets["clean"], src])
-            sets[spec.params["method"]] = torch.cat([sets.get(spec.params["method"], torch.empty(0, *src.shape[1:])),
-                                                     read_images(folder, cfg.resolution, min_size=None).images])
+        if not runner.done(spec):
+            continue
+        pngs = sorted(runner.folder(spec).glob("*.png"))
+        if spec.kind == "protect":
+            done = json.loads((runner.folder(spec) / "DONE.json").read_text())
+            clean.update(dict.fromkeys(done["outputs"]["sources"]))
+            groups.setdefault(spec.params["method"], []).extend(pngs)
+        elif spec.kind == "purify" and spec.inputs["images"] in protected:
+            groups.setdefault(f"{protected[spec.inputs['images']]}+{spec.params['method']}", []).extend(pngs)
+    sets: dict[str, torch.Tensor] = {}
+    if clean:
+        sets["clean"] = read_images([Path(p) for p in clean], cfg.resolution, min_size=None).images
+        sets.update({k: read_images(v, cfg.resolution, min_size=None).images for k, v in groups.items()})
     analysis = analyze(load_clip("mini"), sets, out / "analysis", clean="clean",
                        concepts=(f"a photo of a {cfg.subject}", "a photo of noise pattern"),
-                       prompt=f"a photo of sks {cfg.subject}", projections=("pca",)) if sets else {}
+                       prompt=prompts(cfg)[0], projections=("pca",)) if sets else {}
     summary = {**summarize(out, cfg), "stages": counts, "report": str(report),
                "misalignment": analysis.get("groups", {})}
     (out / "demo.json").write_text(json.dumps(summary, indent=2))

@@ -103,6 +103,13 @@ def caption(idx: int, rng: np.random.Generator, quality: str | None = None) -> s
     return f"a {q}photo of a {CLASS_WORD} with {s.accent} {s.pattern}"
 
 
+def caption_variants(idx: int, quality: str | None = None) -> list[str]:
+    """Every caption :func:`caption` can give subject ``idx`` (with one quality word or none)."""
+    s, q = world.subject(idx), f"{quality} " if quality else ""
+    return [s.caption(f"a {q}photo of a"), f"a {q}photo of a {s.colour} {CLASS_WORD}",
+            f"a {q}photo of a {s.shape} {CLASS_WORD}", f"a {q}photo of a {CLASS_WORD} with {s.accent} {s.pattern}"]
+
+
 def tokenize(tok, captions: list[str], length: int = 77) -> torch.Tensor:
     """Token ids padded to ``length`` (77 as SD for the UNet's context; CLIP trains on 24: the pooled
     EOS feature does not depend on later padding under the causal mask)."""
@@ -235,8 +242,12 @@ def train_unet(data: Data, cfg: MiniTrainConfig, clip, vae, log):
     with torch.no_grad():
         dists = [vae.encode(data.x[i : i + 256].float() / 127.5 - 1).latent_dist for i in range(0, len(data.x), 256)]
     mean, std = torch.cat([d.mean for d in dists]), torch.cat([d.std for d in dists])
+    # every caption the sampler can draw, encoded once by the frozen text tower (77 tokens, as SD)
+    subjects = sorted(set(data.y.tolist()))
+    texts = [""] + sorted({c for s in subjects for c in caption_variants(s)})
+    index = {c: i for i, c in enumerate(texts)}
     with torch.no_grad():
-        empty = te(tokenize(tok, [""]))[0]
+        states = torch.cat([te(tokenize(tok, texts[i : i + 256]))[0] for i in range(0, len(texts), 256)])
     unet = nets.build_unet(cfg.seed)
     opt = torch.optim.AdamW(unet.parameters(), lr=5e-4, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, 5e-4, total_steps=max(cfg.unet_steps, 2), pct_start=0.05)
@@ -246,8 +257,7 @@ def train_unet(data: Data, cfg: MiniTrainConfig, clip, vae, log):
         idx = torch.from_numpy(data.rng.integers(0, len(mean), 64))
         z = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=data.gen)) * sf
         caps = [caption(int(data.y[i]), data.rng) if data.rng.random() > 0.1 else "" for i in idx]
-        with torch.no_grad():
-            cond = te(tokenize(tok, caps))[0]
+        cond = states[torch.tensor([index[c] for c in caps])]
         t = torch.randint(0, 1000, (len(idx),), generator=data.gen)
         eps = torch.randn(z.shape, generator=data.gen)
         a = alphas[t].view(-1, 1, 1, 1)
@@ -260,7 +270,6 @@ def train_unet(data: Data, cfg: MiniTrainConfig, clip, vae, log):
         if step % 100 == 0 or step == cfg.unet_steps - 1:
             log(f"unet step {step}: loss {loss.item():.4f}")
     unet.eval().requires_grad_(False)
-    del empty
     return unet
 
 

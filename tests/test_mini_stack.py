@@ -1,0 +1,84 @@
+"""The shipped mini stack: size, validation figures, loading through the real paths, doctor, demo."""
+
+import json
+from pathlib import Path
+
+import torch
+import yaml
+
+from cloakbench.mini import world
+from cloakbench.mini.stack import PARTS, SHIPPED, load_stack
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_weights_are_small_and_validated():
+    files = [SHIPPED / f"{p}.safetensors" for p in PARTS]
+    assert all(f.is_file() for f in files)
+    assert sum(f.stat().st_size for f in files) <= 30 * 2**20
+    val = json.loads((SHIPPED / "manifest.json").read_text())["validation"]
+    assert val["identity_auc_heldout"] >= 0.95
+    assert val["clip_quality_auc"] > 0.8
+    assert val["sr_psnr"] > val["sr_psnr_bicubic"]  # the SR model beats bicubic
+
+
+def test_mini_loads_through_the_real_paths():
+    from cloakbench.metrics import create_metric
+    from cloakbench.models import load_model
+    from cloakbench.models.clip import load_clip
+    from cloakbench.purify import create_purifier
+
+    model = load_model("mini")
+    assert type(model.unet).__name__ == "UNet2DConditionModel" and model.vae_scale_factor == 4
+    x = world.photos(7, 2, seed=5).requires_grad_(True)
+    loss = model.loss(x, "a photo of sks toy", generator=torch.Generator().manual_seed(0))
+    loss.backward()
+    assert torch.isfinite(loss) and float(x.grad.abs().sum()) > 0
+    assert load_clip("mini") is load_stack().clip
+    refs, other = world.photos(7, 4, seed=6), world.photos(135, 4, seed=6)
+    same = create_metric("ism[mini]")(x.detach(), refs).value
+    diff = create_metric("ism[mini]")(other, refs).value
+    assert same > diff  # the identity metric tells subjects apart
+    assert create_metric("fdfr[mini]")(refs).value == 0.0
+    q = create_metric("clip_iqac[mini]")
+    noisy = (refs + 0.12 * torch.randn(refs.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    assert q(refs).value > q(noisy).value
+    for name, opts in (("codesr-mini", {}), ("gridpure", {"model": "mini", "tile": 16, "stride": 8, "iterations": 1})):
+        out = create_purifier(name, **opts)(refs)
+        assert out.shape == refs.shape and 0 <= float(out.min()) and float(out.max()) <= 1
+
+
+def test_doctor_measures_identity_auc_and_quality():
+    from cloakbench.doctor import mini_checks
+
+    checks = {c.name: c for c in mini_checks()}
+    assert checks["identity AUC (held-out subjects)"].ok, checks["identity AUC (held-out subjects)"].detail
+    assert checks["quality score (mini CLIP good/bad)"].ok, checks["quality score (mini CLIP good/bad)"].detail
+
+
+def test_demo_command_on_a_reduced_grid(tmp_path):
+    """`cloakbench demo --config` end to end on 1 subject, 1 protection, few steps: table, report, analysis."""
+    from typer.testing import CliRunner
+
+    from cloakbench.cli import app
+
+    cfg = yaml.safe_load((ROOT / "configs" / "mini-paper.yaml").read_text())
+    cfg["data"]["world"]["subjects"] = cfg["data"]["world"]["subjects"][:1]
+    cfg["protections"] = [{"method": "none"}, {"method": "advdm", "steps": 3}]
+    cfg["purify_options"]["gridpure"]["iterations"] = 1
+    for r in cfg["recipes"]:
+        r.update(steps=3, num_class_images=2, class_steps=2)
+    cfg["sampling"].update(n=2, steps=3)
+    path = tmp_path / "mini.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    res = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "run"), "--config", str(path)])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "mini paper protocol" in text and "GrIDPure" in text and "latent misalignment" in text  # the printed tables
+    summary = json.loads((tmp_path / "run" / "demo.json").read_text())
+    teams = {(r["protection"], r["red_team"]) for r in summary["rows"]}
+    assert ("none", "none") in teams and ("advdm", "CodeSR + CDL") in teams
+    assert len(teams) == 2 + 6  # clean (+ CDL) and the six red-teams
+    assert (tmp_path / "run" / "report.html").is_file() and (tmp_path / "run" / "analysis" / "misalignment.json").is_file()
+    again = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "run"), "--config", str(path)])
+    assert again.exit_code == 0 and "ran 0" in again.output  # resumes: nothing redone
