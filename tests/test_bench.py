@@ -152,6 +152,25 @@ def test_paper_faces_dry_run_needs_no_weights(tmp_path):
     assert c["train"]["total"] == 18 * 11 * 2 and c["evaluate"]["total"] == 18 * 11 * 2 * 2
 
 
+def test_expected_avg_table_by_hand(tmp_path):
+    """E[Avg] = 0.5 Avg(adaptive) + 0.5 Avg(base), Avg = (IMS + Q) / 2, per red-team column; in the HTML."""
+    from cloakbench.bench.report import build, expected_avg_table
+    from cloakbench.bench.store import write_rows
+
+    rows = []
+    for prot, ims, q in (("adaptive@16/255", 0.2, 0.4), ("advdm@16/255", 0.6, 0.8), ("none", 0.9, 0.9)):
+        for metric, v in (("ims[dlib]", ims), ("q", q), ("fdfr[dlib]", 0.0)):
+            rows.append({"spec_hash": prot, "metric": metric, "value": v, "n": 4, "n_no_face": 0, "identity": "id1",
+                         "protection": prot, "purification": "codesr", "recipe": "db", "qes": 1, "seed": 0,
+                         "details": {}, "provenance": {}})
+    t = expected_avg_table(rows, {"adaptive": "advdm"})
+    assert t["columns"] == ["codesr | db | QES"] and t["rows"][0]["base"] == "advdm@16/255"
+    assert t["rows"][0]["vals"] == [f"{0.5 * 0.3 + 0.5 * 0.7:.3f}"]
+    write_rows(tmp_path / "results.sqlite", rows)
+    html = build(tmp_path).read_text()
+    assert 'id="eavg"' in html and "0.500" in html
+
+
 @pytest.mark.data
 def test_art_style_dry_run_plan():
     preset = Path(__file__).resolve().parents[1] / "configs" / "art-style.yaml"

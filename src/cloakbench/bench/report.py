@@ -2,7 +2,9 @@
 
 Sections: the main table (protection x red-team x recipe x QES, each metric as mean ± std over
 identities and seeds, with a Wilcoxon mark ``*`` where the paired difference to the unpurified cell
-has p <= 0.01, as the paper marks), seconds per image of each purifier, image grids per cell (clean /
+has p <= 0.01, as the paper marks), protections x red-teams pivots per metric, the adaptive attack's
+E[Avg] at P = 0.5 (when IMS and Q were measured), seconds per image and PSNR / SSIM / LPIPS of each
+purifier, image grids per cell (clean /
 protected / purified / generated), a bar plot per metric (matplotlib), and provenance. Images are
 linked relative to the run folder, so the report opens from disk.
 """
@@ -46,6 +48,12 @@ red-team (purification, training recipe, QES); mean over identities and seeds.</
 <table class="pivot"><tr><th class="l">protection</th>{% for c in pv.columns %}<th>{{ c }}</th>{% endfor %}</tr>
 {% for r in pv.rows %}<tr><td class="l">{{ r.protection }}</td>{% for v in r.vals %}<td>{{ v }}</td>{% endfor %}</tr>{% endfor %}
 </table>{% endfor %}
+{% if eavg %}<h2>Adaptive attack: E[Avg] at P = {{ eavg.p }}</h2>
+<p class="small">The paper's Table 3: Avg = (IMS + Q) / 2 per cell; E[Avg] = P Avg(adaptive protection) + (1 - P)
+Avg(its non-adaptive base), P = probability that the protector adapts to the red-team.</p>
+<table id="eavg"><tr><th class="l">adaptive</th><th class="l">base</th>{% for c in eavg.columns %}<th>{{ c }}</th>{% endfor %}</tr>
+{% for r in eavg.rows %}<tr><td class="l">{{ r.adaptive }}</td><td class="l">{{ r.base }}</td>{% for v in r.vals %}<td>{{ v }}</td>{% endfor %}</tr>{% endfor %}
+</table>{% endif %}
 <h2>Purifiers: time and fidelity</h2>
 <p class="small">Seconds per image, and PSNR / SSIM / LPIPS of the purified images against their clean sources
 (the paper's Table 2 reports time and LPIPS; n/a: the metric's package or weights are missing).</p>
@@ -119,6 +127,9 @@ def build(run_dir: str | Path, *, max_grids: int = 12) -> Path:
             row[f] = _fmt(vals)[0] if any(v is not None for v in vals) else "n/a"
         timing_rows.append(row)
     pivots = _pivots(rows, metrics)
+    bases = {"adaptive": d["spec"]["params"]["options"].get("base", "advdm")
+             for d in done if d["spec"]["kind"] == "protect" and d["spec"]["params"]["method"] == "adaptive"}
+    eavg = expected_avg_table(rows, bases)
 
     def pngs(d: dict, k: int = 4) -> list[str]:
         return [os.path.relpath(p, run) for p in sorted(Path(d["_dir"]).glob("*.png"))[:k]]
@@ -146,7 +157,7 @@ def build(run_dir: str | Path, *, max_grids: int = 12) -> Path:
     prov = rows[0]["provenance"] if rows else "{}"
     html = Environment(autoescape=select_autoescape()).from_string(TEMPLATE).render(
         name=run.name, rows_count=len(rows), n_cells=len(cells), metrics=metrics, table=table, timing=timing_rows,
-        pivots=pivots,
+        pivots=pivots, eavg=eavg,
         grids=grids, plots=plots, provenance=json.dumps(json.loads(prov), indent=2),
         n_images=sum(len(r["images"]) for g in grids for r in g["rows"]) + len(plots))
     out = run / "report.html"
@@ -154,6 +165,35 @@ def build(run_dir: str | Path, *, max_grids: int = 12) -> Path:
     tmp.write_text(html)
     os.replace(tmp, out)
     return out
+
+
+def expected_avg_table(rows: list[dict[str, Any]], bases: dict[str, str], p: float = 0.5) -> dict[str, Any] | None:
+    """E[Avg] per red-team column for each adaptive protection and its base (None without IMS and Q)."""
+    from ..metrics.iqa import avg_score, expected_avg
+
+    cell: dict[tuple[str, str], dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        kind = "ims" if r["metric"].startswith("ims") and not r["metric"].startswith("ims_") else (
+            "q" if r["metric"] == "q" or r["metric"].startswith("q[") else None)
+        if kind and r["value"] is not None:
+            col = f"{r['purification']} | {r['recipe']}{' | QES' if r['qes'] else ''}"
+            cell[(r["protection"], col)][kind].append(r["value"])
+    avg = {k: avg_score(sum(v["ims"]) / len(v["ims"]), sum(v["q"]) / len(v["q"])) for k, v in cell.items()
+           if v["ims"] and v["q"]}
+    prots = {k[0] for k in avg}
+    cols = sorted({k[1] for k in avg}, key=lambda c: (c.split(" | ")[0] != "none", c))
+    out = []
+    for label in sorted(prots):
+        if not label.startswith("adaptive"):
+            continue
+        base = bases.get(label.split("@")[0], "advdm")  # the adaptive protection's inner method
+        partner = next((q for q in sorted(prots) if q.split("@")[0] == base), None)
+        if partner is None:
+            continue
+        out.append({"adaptive": label, "base": partner, "vals": [
+            f"{expected_avg(avg[(label, c)], avg[(partner, c)], p):.3f}" if (label, c) in avg and (partner, c) in avg
+            else "" for c in cols]})
+    return {"p": p, "columns": cols, "rows": out} if out else None
 
 
 def _pivots(rows: list[dict[str, Any]], metrics: list[str]) -> list[dict[str, Any]]:
