@@ -116,6 +116,23 @@ def tokenize(tok, captions: list[str], length: int = 77) -> torch.Tensor:
     return tok(captions, padding="max_length", truncation=True, max_length=length, return_tensors="pt").input_ids
 
 
+def update(opt, loss: torch.Tensor, sched=None, clip=None) -> None:
+    """One optimizer step: zero, backward, optional grad-norm clip at 1.0, step, optional schedule step."""
+    opt.zero_grad()
+    loss.backward()
+    if clip is not None:
+        torch.nn.utils.clip_grad_norm_(clip, 1.0)
+    opt.step()
+    if sched is not None:
+        sched.step()
+
+
+def report(log: Callable[[str], None], name: str, step: int, total: int, loss: torch.Tensor, digits: int = 4) -> None:
+    """Log the loss every 100 steps and at the last one."""
+    if step % 100 == 0 or step == total - 1:
+        log(f"{name} step {step}: loss {loss.item():.{digits}f}")
+
+
 def roc_auc(pos: torch.Tensor, neg: torch.Tensor) -> float:
     """Mann-Whitney ROC AUC of scores (higher = positive)."""
     scores = torch.cat([pos, neg]).double()
@@ -154,12 +171,8 @@ def train_clip(data: Data, cfg: MiniTrainConfig, log: Callable[[str], None]):
         same = torch.tensor([[a == b for b in caps] for a in caps], dtype=torch.float32)
         target = same / same.sum(1, keepdim=True)
         loss = 0.5 * (-(target * logits.log_softmax(1)).sum(1).mean() - (target * logits.log_softmax(0)).sum(0).mean())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % 100 == 0 or step == cfg.clip_steps - 1:
-            log(f"clip step {step}: loss {loss.item():.3f}")
+        update(opt, loss, sched=sched)
+        report(log, "clip", step, cfg.clip_steps, loss, digits=3)
     clip.eval().requires_grad_(False)
     return clip
 
@@ -203,12 +216,8 @@ def train_vae(data: Data, cfg: MiniTrainConfig, log):
         post = vae.encode(x).latent_dist
         rec = vae.decode(post.sample()).sample
         loss = (rec - x).abs().mean() + 1e-6 * post.kl().mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % 100 == 0 or step == cfg.vae_steps - 1:
-            log(f"vae step {step}: loss {loss.item():.4f}")
+        update(opt, loss, sched=sched)
+        report(log, "vae", step, cfg.vae_steps, loss)
     vae.eval().requires_grad_(False)
     with torch.no_grad():  # SD's 0.18215 idea: scale latents to unit variance
         z = torch.cat([vae.encode(data.x[i : i + 256].float() / 127.5 - 1).latent_dist.mean for i in range(0, min(len(data.x), 2048), 256)])
@@ -262,13 +271,8 @@ def train_unet(data: Data, cfg: MiniTrainConfig, clip, vae, log):
         eps = torch.randn(z.shape, generator=data.gen)
         a = alphas[t].view(-1, 1, 1, 1)
         loss = F.mse_loss(unet(a.sqrt() * z + (1 - a).sqrt() * eps, t, cond).sample, eps)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        if step % 100 == 0 or step == cfg.unet_steps - 1:
-            log(f"unet step {step}: loss {loss.item():.4f}")
+        update(opt, loss, sched=sched, clip=unet.parameters())
+        report(log, "unet", step, cfg.unet_steps, loss)
     unet.eval().requires_grad_(False)
     return unet
 
@@ -289,12 +293,8 @@ def train_pixel(data: Data, cfg: MiniTrainConfig, log):
         t = torch.randint(0, 1000, (len(x),), generator=data.gen)
         eps = torch.randn(x.shape, generator=data.gen)
         loss = F.mse_loss(unet(sched_.add_noise(x, eps, t), t).sample, eps)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % 100 == 0 or step == cfg.pixel_steps - 1:
-            log(f"pixel ddpm step {step}: loss {loss.item():.4f}")
+        update(opt, loss, sched=sched)
+        report(log, "pixel ddpm", step, cfg.pixel_steps, loss)
     return unet.eval().requires_grad_(False), sched_
 
 
@@ -308,11 +308,8 @@ def train_vq(data: Data, cfg: MiniTrainConfig, log):
         x = x * 2 - 1
         out = vq(x)
         loss = (out.sample - x).abs().mean() + out.commit_loss.mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if step % 100 == 0 or step == cfg.vq_steps - 1:
-            log(f"vq step {step}: loss {loss.item():.4f}")
+        update(opt, loss)
+        report(log, "vq", step, cfg.vq_steps, loss)
     # stage 2 (CodeFormer's code prediction): the encoder learns to map degraded photos onto the clean
     # photo's codes; codebook and decoder stay frozen, so outputs stay on the clean-photo manifold.
     frozen = [vq.quantize, vq.post_quant_conv, vq.decoder]
@@ -327,11 +324,8 @@ def train_vq(data: Data, cfg: MiniTrainConfig, log):
         h = vq.encode(deg * 2 - 1).latents
         rec = vq.decode(h).sample
         loss = (rec - (x * 2 - 1)).abs().mean() + F.mse_loss(h, target)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if step % 100 == 0 or step == cfg.vq_restore_steps - 1:
-            log(f"vq restore step {step}: loss {loss.item():.4f}")
+        update(opt, loss)
+        report(log, "vq restore", step, cfg.vq_restore_steps, loss)
     return vq.eval().requires_grad_(False)
 
 
@@ -361,11 +355,8 @@ def train_sr(data: Data, cfg: MiniTrainConfig, log):
     for step in range(cfg.sr_steps):
         x, _ = data.batch(64)
         loss = (sr(downsample(x, 16)) - x).abs().mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if step % 100 == 0 or step == cfg.sr_steps - 1:
-            log(f"sr step {step}: loss {loss.item():.4f}")
+        update(opt, loss)
+        report(log, "sr", step, cfg.sr_steps, loss)
     return sr.eval().requires_grad_(False)
 
 
@@ -394,12 +385,8 @@ def train_identity(data: Data, cfg: MiniTrainConfig, log):
         logits = 24.0 * (cos - 0.25 * F.one_hot(target, cos.shape[1]))  # CosFace margin
         is_toy = torch.cat([torch.ones(len(x)), torch.zeros(len(neg))])
         loss = F.cross_entropy(logits, target) + F.binary_cross_entropy_with_logits(toy, is_toy)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % 100 == 0 or step == cfg.id_steps - 1:
-            log(f"identity step {step}: loss {loss.item():.4f}")
+        update(opt, loss, sched=sched)
+        report(log, "identity", step, cfg.id_steps, loss)
     return net.eval().requires_grad_(False)
 
 
@@ -407,16 +394,22 @@ def train_identity(data: Data, cfg: MiniTrainConfig, log):
 def validate_identity(net, data: Data) -> dict[str, float]:
     """ROC AUC of cosine similarity over held-out same / different-subject pairs, and the detector's accuracy."""
     emb, toy = net(data.vx)
-    sim = emb @ emb.T
-    same = data.vy[:, None] == data.vy[None, :]
-    upper = torch.triu(torch.ones_like(sim, dtype=torch.bool), 1)
-    auc = roc_auc(sim[same & upper], sim[~same & upper])
+    pos, neg_sim = pair_similarities(emb, data.vy)
+    auc = roc_auc(pos, neg_sim)
     rng = np.random.default_rng(3)
     neg = torch.stack([world.background(rng) for _ in range(64)])
     _, toy_neg = net(neg)
     acc = float(torch.cat([(toy > 0).float(), (toy_neg <= 0).float()]).mean())
-    return {"identity_auc_heldout": auc, "identity_pairs": int((same & upper).sum() + (~same & upper).sum()),
-            "identity_threshold": eer_threshold(1 - sim[same & upper], 1 - sim[~same & upper]), "toy_detector_acc": acc}
+    return {"identity_auc_heldout": auc, "identity_pairs": len(pos) + len(neg_sim),
+            "identity_threshold": eer_threshold(1 - pos, 1 - neg_sim), "toy_detector_acc": acc}
+
+
+def pair_similarities(emb: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosine similarities of unit embeddings over all unordered pairs: (same-subject, different-subject)."""
+    sim = emb @ emb.T
+    same = labels[:, None] == labels[None, :]
+    upper = torch.triu(torch.ones_like(sim, dtype=torch.bool), 1)
+    return sim[same & upper], sim[~same & upper]
 
 
 def eer_threshold(d_same: torch.Tensor, d_diff: torch.Tensor) -> float:
