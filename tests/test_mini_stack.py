@@ -29,7 +29,7 @@ def test_mini_loads_through_the_real_paths():
     from cloakbench.purify import create_purifier
 
     model = load_model("mini")
-    assert type(model.unet).__name__ == "UNet2DConditionModel" and model.vae_scale_factor == 4
+    assert type(model.unet).__name__ == "UNet2DConditionModel" and model.vae_scale_factor == 2
     x = world.photos(7, 2, seed=5).requires_grad_(True)
     loss = model.loss(x, "a photo of sks toy", generator=torch.Generator().manual_seed(0))
     loss.backward()

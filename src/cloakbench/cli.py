@@ -624,7 +624,7 @@ def mini_train(
     quick: bool = typer.Option(False, "--quick", help="A one-minute run of the same code (plumbing check)."),
     seed: int = typer.Option(0, help="Seed of the world and of every model."),
 ) -> None:
-    """Train every mini model from scratch (seeded; about 50 minutes on 2 CPU cores) and validate it."""
+    """Train every mini model from scratch (seeded; about 57 minutes on 2 CPU cores) and validate it."""
     from dataclasses import replace
 
     from .mini.stack import SHIPPED
@@ -639,7 +639,7 @@ def mini_train(
 def mini_validate(folder: Path = typer.Argument(None, help="Weights folder (default: the shipped one).")) -> None:
     """Recompute the validation figures of saved mini weights (held-out subjects) into manifest.json."""
     from .mini.stack import weights_dir
-    from .mini.train import validate_saved
+    from .mini.validate import validate_saved
 
     validate_saved(folder or weights_dir(), log=lambda m: console.print(escape(m)))
 

@@ -1,24 +1,24 @@
 """``cloakbench mini train``: train every mini model from scratch on the procedural world.
 
 Seeded and reproducible (same seed, same torch build and thread count -> the same weights and the
-same validation figures). Budgets are in optimizer steps, sized so the full run takes under 60
-minutes on 2 CPU cores (:data:`FULL`); :data:`QUICK` runs the same code in a minute (tests).
+same validation figures). Each model draws from its own random stream (:class:`Stream`, seeded by the
+seed and the model's name), so one model retrained alone is the same as in the full run. Budgets are in
+optimizer steps, sized so the full run takes under 60 minutes on 2 CPU cores (:data:`FULL`);
+:data:`QUICK` runs the same code in a minute (tests).
 
 Order: world data -> CLIP (contrastive, with quality words) -> VAE -> UNet (latent diffusion with the
 frozen CLIP text tower, 10 % empty captions) -> pixel DDPM (16 px tiles) -> codebook restorer (VQ
 on clean photos, then an encoder that maps degraded photos to clean codes: CodeFormer's idea) -> SR
-x2 -> identity encoder. Each model is validated on the held-out subjects and the figures are written
+x2 -> identity encoder. Each model is validated on the held-out subjects (:mod:`.validate`) and the figures are written
 to ``manifest.json`` beside the fp16 safetensors.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,22 +30,20 @@ from .world import CLASS_WORD
 
 OPENAI_MEAN = torch.tensor((0.48145466, 0.4578275, 0.40821073)).view(1, 3, 1, 1)
 OPENAI_STD = torch.tensor((0.26862954, 0.26130258, 0.27577711)).view(1, 3, 1, 1)
-QUALITY_PROMPTS = (f"a good photo of a {CLASS_WORD}", f"a bad photo of a {CLASS_WORD}")
-CONCEPT_PROMPTS = (f"a photo of a {CLASS_WORD}", "a photo of noise pattern")
 
 
 @dataclass(frozen=True)
 class MiniTrainConfig:
     seed: int = 0
     per_subject: int = 32
-    clip_steps: int = 900
-    vae_steps: int = 700
-    unet_steps: int = 1800
-    pixel_steps: int = 600
-    vq_steps: int = 250
-    vq_restore_steps: int = 250
+    clip_steps: int = 700
+    vae_steps: int = 600
+    unet_steps: int = 1400
+    pixel_steps: int = 400
+    vq_steps: int = 200
+    vq_restore_steps: int = 150
     sr_steps: int = 600
-    id_steps: int = 600
+    id_steps: int = 500
     val_per_subject: int = 8
 
 
@@ -66,8 +64,20 @@ class Data:
         self.x, self.y = _u8(x), y
         vx, vy = world.dataset(world.held_out_subjects(), cfg.val_per_subject, cfg.seed + 1000)
         self.vx, self.vy = vx, vy
-        self.rng = np.random.default_rng(cfg.seed)
-        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.seed = cfg.seed
+
+    def stream(self, name: str) -> "Stream":
+        """The random stream of one model (its batches, noise and timesteps)."""
+        return Stream(self, self.seed * 1000 + sum(name.encode()) * 7 + len(name))
+
+
+class Stream:
+    """One model's draws from :class:`Data`: its own numpy RNG and torch generator."""
+
+    def __init__(self, data: Data, seed: int) -> None:
+        self.x, self.y = data.x, data.y
+        self.rng = np.random.default_rng(seed)
+        self.gen = torch.Generator().manual_seed(seed)
 
     def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.from_numpy(self.rng.integers(0, len(self.x), n))
@@ -79,9 +89,8 @@ class Data:
         for _ in range(n):
             bg = world.background(self.rng)
             if self.rng.random() < 0.5:
-                cell = int(self.rng.integers(1, 4))
-                pat = torch.sign(torch.randn(3, 32 // cell, 32 // cell, generator=self.gen))
-                bg = (bg + self.rng.uniform(16, 64) / 255 * F.interpolate(pat[None], size=32, mode="nearest")[0]).clamp(0, 1)
+                pat = world.sign_noise(int(self.rng.integers(1, 4)), self.gen)
+                bg = (bg + self.rng.uniform(16, 64) / 255 * pat).clamp(0, 1)
                 caps.append("a photo of noise pattern")
             else:
                 caps.append("a photo of background")
@@ -133,20 +142,9 @@ def report(log: Callable[[str], None], name: str, step: int, total: int, loss: t
         log(f"{name} step {step}: loss {loss.item():.{digits}f}")
 
 
-def roc_auc(pos: torch.Tensor, neg: torch.Tensor) -> float:
-    """Mann-Whitney ROC AUC of scores (higher = positive)."""
-    scores = torch.cat([pos, neg]).double()
-    ranks = torch.empty_like(scores)
-    ranks[scores.argsort()] = torch.arange(1, len(scores) + 1, dtype=torch.float64)
-    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(-10 * torch.log10(F.mse_loss(a.clamp(0, 1), b.clamp(0, 1))))
-
-
 # ------------------------------------------------------------------ CLIP
 def train_clip(data: Data, cfg: MiniTrainConfig, log: Callable[[str], None]):
+    rs = data.stream("clip")
     from ..models.tokenizer import clip_tokenizer
 
     tok = clip_tokenizer()
@@ -155,14 +153,14 @@ def train_clip(data: Data, cfg: MiniTrainConfig, log: Callable[[str], None]):
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, 1e-3, total_steps=max(cfg.clip_steps, 2), pct_start=0.05)
     clip.train()
     for step in range(cfg.clip_steps):
-        x, y = data.batch(112)
+        x, y = rs.batch(112)
         n_deg = 28
-        deg, words = world.degrade(x[:n_deg], data.gen)
-        words = [w if data.rng.random() < 0.5 else "bad" for w in words]
+        deg, words = world.degrade(x[:n_deg], rs.gen)
+        words = [w if rs.rng.random() < 0.5 else "bad" for w in words]
         x = torch.cat([deg, x[n_deg:]])
-        caps = [caption(int(s), data.rng, words[i] if i < n_deg else data.rng.choice(["", "clean", "good"]) or None)
+        caps = [caption(int(s), rs.rng, words[i] if i < n_deg else rs.rng.choice(["", "clean", "good"]) or None)
                 for i, s in enumerate(y.tolist())]
-        neg, ncaps = data.negatives(16)
+        neg, ncaps = rs.negatives(16)
         x, caps = torch.cat([x, neg]), caps + ncaps
         img = clip.get_image_features(pixel_values=(x - OPENAI_MEAN) / OPENAI_STD)
         txt = clip.get_text_features(input_ids=tokenize(tok, caps, 24))
@@ -177,44 +175,19 @@ def train_clip(data: Data, cfg: MiniTrainConfig, log: Callable[[str], None]):
     return clip
 
 
-@torch.no_grad()
-def validate_clip(clip, data: Data) -> dict[str, float]:
-    """Zero-shot attribute accuracy on held-out subjects, and the quality score's AUC clean vs degraded."""
-    from ..models.clip import Clip
-
-    c = Clip(clip, source="mini")
-    f = c.image_features(data.vx)
-    subs = [world.subject(int(s)) for s in data.vy]
-    out = {}
-    for attr, values in (("colour", list(world.COLOURS)), ("shape", world.SHAPES), ("pattern", world.PATTERNS)):
-        prompts = [f"a photo of a {v} {CLASS_WORD}" if attr != "pattern" else f"a photo of a {CLASS_WORD} with {v}" for v in values]
-        pred = (f @ c.text_features(prompts).T).argmax(1)
-        truth = torch.tensor([list(values).index(getattr(s, attr)) for s in subs])
-        out[f"clip_zero_shot_{attr}_acc"] = float((pred == truth).float().mean())
-    gen = torch.Generator().manual_seed(1)
-    deg, _ = world.degrade(data.vx, gen)
-    q = quality_scores(c, torch.cat([data.vx, deg]))
-    out["clip_quality_auc"] = roc_auc(q[: len(data.vx)], q[len(data.vx):])
-    return out
-
-
-def quality_scores(clip, images: torch.Tensor) -> torch.Tensor:
-    """CLIP-IQA-style score ``p_good - p_bad`` in [-1, 1] with :data:`QUALITY_PROMPTS`."""
-    p = (100 * clip.image_features(images) @ clip.text_features(list(QUALITY_PROMPTS)).T).softmax(-1)
-    return p[:, 0] - p[:, 1]
-
-
 # ------------------------------------------------------------------ VAE
 def train_vae(data: Data, cfg: MiniTrainConfig, log):
+    rs = data.stream("vae")
     vae = nets.build_vae(cfg.seed)
-    opt = torch.optim.AdamW(vae.parameters(), lr=2e-3, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=max(cfg.vae_steps, 2), pct_start=0.05)
+    opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 1e-3, total_steps=max(cfg.vae_steps, 2), pct_start=0.05)
     vae.train()
     for step in range(cfg.vae_steps):
-        x, _ = data.batch(32)
-        x = x * 2 - 1
+        x, _ = rs.batch(32)
+        # a quarter degraded: SD's VAE has seen noisy web photos, so a perturbation passes through it
+        x = torch.cat([world.degrade(x[:8], rs.gen)[0], x[8:]]) * 2 - 1
         post = vae.encode(x).latent_dist
-        rec = vae.decode(post.sample()).sample
+        rec = vae.decode(post.sample(generator=rs.gen)).sample
         loss = (rec - x).abs().mean() + 1e-6 * post.kl().mean()
         update(opt, loss, sched=sched)
         report(log, "vae", step, cfg.vae_steps, loss)
@@ -223,12 +196,6 @@ def train_vae(data: Data, cfg: MiniTrainConfig, log):
         z = torch.cat([vae.encode(data.x[i : i + 256].float() / 127.5 - 1).latent_dist.mean for i in range(0, min(len(data.x), 2048), 256)])
     vae.register_to_config(scaling_factor=float(1.0 / z.std()))
     return vae
-
-
-@torch.no_grad()
-def validate_vae(vae, data: Data) -> dict[str, float]:
-    rec = vae.decode(vae.encode(data.vx * 2 - 1).latent_dist.mean).sample
-    return {"vae_psnr": psnr((rec + 1) / 2, data.vx), "vae_scaling_factor": float(vae.config.scaling_factor)}
 
 
 # ------------------------------------------------------------------ UNet
@@ -240,6 +207,7 @@ def text_encoder_from(clip):
 
 
 def train_unet(data: Data, cfg: MiniTrainConfig, clip, vae, log):
+    rs = data.stream("unet")
     from diffusers import DDPMScheduler
 
     from ..models.tiny import SD_BETAS
@@ -258,17 +226,17 @@ def train_unet(data: Data, cfg: MiniTrainConfig, clip, vae, log):
     with torch.no_grad():
         states = torch.cat([te(tokenize(tok, texts[i : i + 256]))[0] for i in range(0, len(texts), 256)])
     unet = nets.build_unet(cfg.seed)
-    opt = torch.optim.AdamW(unet.parameters(), lr=5e-4, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 5e-4, total_steps=max(cfg.unet_steps, 2), pct_start=0.05)
+    opt = torch.optim.AdamW(unet.parameters(), lr=8e-4, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 8e-4, total_steps=max(cfg.unet_steps, 2), pct_start=0.05)
     alphas = sched_.alphas_cumprod
     unet.train()
     for step in range(cfg.unet_steps):
-        idx = torch.from_numpy(data.rng.integers(0, len(mean), 64))
-        z = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=data.gen)) * sf
-        caps = [caption(int(data.y[i]), data.rng) if data.rng.random() > 0.1 else "" for i in idx]
+        idx = torch.from_numpy(rs.rng.integers(0, len(mean), 64))
+        z = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=rs.gen)) * sf
+        caps = [caption(int(data.y[i]), rs.rng) if rs.rng.random() > 0.1 else "" for i in idx]
         cond = states[torch.tensor([index[c] for c in caps])]
-        t = torch.randint(0, 1000, (len(idx),), generator=data.gen)
-        eps = torch.randn(z.shape, generator=data.gen)
+        t = torch.randint(0, 1000, (len(idx),), generator=rs.gen)
+        eps = torch.randn(z.shape, generator=rs.gen)
         a = alphas[t].view(-1, 1, 1, 1)
         loss = F.mse_loss(unet(a.sqrt() * z + (1 - a).sqrt() * eps, t, cond).sample, eps)
         update(opt, loss, sched=sched, clip=unet.parameters())
@@ -279,6 +247,7 @@ def train_unet(data: Data, cfg: MiniTrainConfig, clip, vae, log):
 
 # ------------------------------------------------------------------ pixel DDPM (GrIDPure tiles)
 def train_pixel(data: Data, cfg: MiniTrainConfig, log):
+    rs = data.stream("pixel")
     from diffusers import DDPMScheduler
 
     unet = nets.build_pixel_unet(cfg.seed)
@@ -287,11 +256,11 @@ def train_pixel(data: Data, cfg: MiniTrainConfig, log):
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, 1e-3, total_steps=max(cfg.pixel_steps, 2), pct_start=0.05)
     unet.train()
     for step in range(cfg.pixel_steps):
-        x, _ = data.batch(64)
-        oy, ox = (int(v) for v in data.rng.integers(0, 17, 2))
+        x, _ = rs.batch(64)
+        oy, ox = (int(v) for v in rs.rng.integers(0, 17, 2))
         x = x[..., oy : oy + 16, ox : ox + 16] * 2 - 1
-        t = torch.randint(0, 1000, (len(x),), generator=data.gen)
-        eps = torch.randn(x.shape, generator=data.gen)
+        t = torch.randint(0, 1000, (len(x),), generator=rs.gen)
+        eps = torch.randn(x.shape, generator=rs.gen)
         loss = F.mse_loss(unet(sched_.add_noise(x, eps, t), t).sample, eps)
         update(opt, loss, sched=sched)
         report(log, "pixel ddpm", step, cfg.pixel_steps, loss)
@@ -300,27 +269,43 @@ def train_pixel(data: Data, cfg: MiniTrainConfig, log):
 
 # ------------------------------------------------------------------ codebook restorer
 def train_vq(data: Data, cfg: MiniTrainConfig, log):
+    import copy
+
+    rs = data.stream("vq")
     vq = nets.build_vq(cfg.seed)
-    opt = torch.optim.AdamW(vq.parameters(), lr=2e-3)
+    codes = vq.quantize.embedding.weight
+    opt = torch.optim.AdamW(vq.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 1e-3, total_steps=max(cfg.vq_steps, 2), pct_start=0.05)
+    usage = torch.zeros(len(codes))
     vq.train()
     for step in range(cfg.vq_steps):  # stage 1: the codebook prior of clean photos
-        x, _ = data.batch(32)
+        x, _ = rs.batch(32)
         x = x * 2 - 1
-        out = vq(x)
-        loss = (out.sample - x).abs().mean() + out.commit_loss.mean()
-        update(opt, loss)
+        h = vq.encode(x).latents
+        quant, commit, (_, _, idx) = vq.quantize(h)
+        loss = (vq.decode(quant, force_not_quantize=True).sample - x).abs().mean() + commit
+        update(opt, loss, sched=sched)
+        usage += torch.bincount(idx.flatten(), minlength=len(codes))
+        if step % 20 == 19 and step < cfg.vq_steps - 40:  # restart dead codes on this batch's features
+            dead = (usage == 0).nonzero()[:, 0]
+            feats = h.detach().permute(0, 2, 3, 1).reshape(-1, h.shape[1])
+            pick = torch.randint(0, len(feats), (len(dead),), generator=rs.gen)
+            with torch.no_grad():
+                codes[dead] = feats[pick]
+            usage.zero_()
         report(log, "vq", step, cfg.vq_steps, loss)
-    # stage 2 (CodeFormer's code prediction): the encoder learns to map degraded photos onto the clean
-    # photo's codes; codebook and decoder stay frozen, so outputs stay on the clean-photo manifold.
-    frozen = [vq.quantize, vq.post_quant_conv, vq.decoder]
-    for m in frozen:
+    # stage 2 (CodeFormer's code prediction): the encoder learns to map degraded photos onto the codes a
+    # frozen copy of itself gives the clean photo; codebook and decoder stay frozen, so outputs stay on
+    # the clean-photo manifold.
+    teacher = copy.deepcopy(vq).eval().requires_grad_(False)
+    for m in (vq.quantize, vq.post_quant_conv, vq.decoder):
         m.requires_grad_(False)
-    opt = torch.optim.AdamW([p for p in vq.parameters() if p.requires_grad], lr=1e-3)
+    opt = torch.optim.AdamW([p for p in vq.parameters() if p.requires_grad], lr=5e-4)
     for step in range(cfg.vq_restore_steps):
-        x, _ = data.batch(32)
-        deg, _ = world.degrade(x, data.gen)
+        x, _ = rs.batch(32)
+        deg, _ = world.degrade(x, rs.gen)
         with torch.no_grad():
-            target = vq.encode(x * 2 - 1).latents
+            target = teacher.encode(x * 2 - 1).latents
         h = vq.encode(deg * 2 - 1).latents
         rec = vq.decode(h).sample
         loss = (rec - (x * 2 - 1)).abs().mean() + F.mse_loss(h, target)
@@ -329,56 +314,37 @@ def train_vq(data: Data, cfg: MiniTrainConfig, log):
     return vq.eval().requires_grad_(False)
 
 
-@torch.no_grad()
-def vq_restore(vq, x: torch.Tensor) -> torch.Tensor:
-    """Codebook restoration of ``B x 3 x 32 x 32`` photos in [0, 1]."""
-    return ((vq.decode(vq.encode(x * 2 - 1).latents).sample + 1) / 2).clamp(0, 1)
-
-
-@torch.no_grad()
-def validate_vq(vq, data: Data) -> dict[str, float]:
-    gen = torch.Generator().manual_seed(2)
-    deg, _ = world.degrade(data.vx, gen)
-    return {"vq_psnr_degraded_input": psnr(deg, data.vx), "vq_psnr_restored": psnr(vq_restore(vq, deg), data.vx),
-            "vq_psnr_clean_input": psnr(vq_restore(vq, data.vx), data.vx)}
-
-
 # ------------------------------------------------------------------ SR x2
 def downsample(x: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
 
 
 def train_sr(data: Data, cfg: MiniTrainConfig, log):
+    rs = data.stream("sr")
     sr = nets.build_sr(cfg.seed)
     opt = torch.optim.AdamW(sr.parameters(), lr=2e-3)
     sr.train()
     for step in range(cfg.sr_steps):
-        x, _ = data.batch(64)
+        x, _ = rs.batch(64)
         loss = (sr(downsample(x, 16)) - x).abs().mean()
         update(opt, loss)
         report(log, "sr", step, cfg.sr_steps, loss)
     return sr.eval().requires_grad_(False)
 
 
-@torch.no_grad()
-def validate_sr(sr, data: Data) -> dict[str, float]:
-    lo = downsample(data.vx, 16)
-    bicubic = F.interpolate(lo, size=(32, 32), mode="bicubic", align_corners=False)
-    return {"sr_psnr": psnr(sr(lo), data.vx), "sr_psnr_bicubic": psnr(bicubic, data.vx)}
-
-
 # ------------------------------------------------------------------ identity encoder
 def train_identity(data: Data, cfg: MiniTrainConfig, log):
+    rs = data.stream("identity")
     classes = {s: i for i, s in enumerate(world.train_subjects())}
     net = nets.build_identity(cfg.seed, len(classes))
     opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=max(cfg.id_steps, 2), pct_start=0.05)
     net.train()
     for step in range(cfg.id_steps):
-        x, y = data.batch(96)
+        x, y = rs.batch(96)
         half = len(x) // 2
-        x = torch.cat([world.degrade(x[:half], data.gen)[0], x[half:]])
-        neg, _ = data.negatives(24)
+        x = torch.cat([world.degrade(x[:half], rs.gen)[0], x[half:]])
+        neg, _ = rs.negatives(24)
         emb, toy = net(torch.cat([x, neg]))
         target = torch.tensor([classes[int(s)] for s in y])
         cos = emb[: len(x)] @ F.normalize(net.classes, dim=-1).T
@@ -390,40 +356,11 @@ def train_identity(data: Data, cfg: MiniTrainConfig, log):
     return net.eval().requires_grad_(False)
 
 
-@torch.no_grad()
-def validate_identity(net, data: Data) -> dict[str, float]:
-    """ROC AUC of cosine similarity over held-out same / different-subject pairs, and the detector's accuracy."""
-    emb, toy = net(data.vx)
-    pos, neg_sim = pair_similarities(emb, data.vy)
-    auc = roc_auc(pos, neg_sim)
-    rng = np.random.default_rng(3)
-    neg = torch.stack([world.background(rng) for _ in range(64)])
-    _, toy_neg = net(neg)
-    acc = float(torch.cat([(toy > 0).float(), (toy_neg <= 0).float()]).mean())
-    return {"identity_auc_heldout": auc, "identity_pairs": len(pos) + len(neg_sim),
-            "identity_threshold": eer_threshold(1 - pos, 1 - neg_sim), "toy_detector_acc": acc}
-
-
-def pair_similarities(emb: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cosine similarities of unit embeddings over all unordered pairs: (same-subject, different-subject)."""
-    sim = emb @ emb.T
-    same = labels[:, None] == labels[None, :]
-    upper = torch.triu(torch.ones_like(sim, dtype=torch.bool), 1)
-    return sim[same & upper], sim[~same & upper]
-
-
-def eer_threshold(d_same: torch.Tensor, d_diff: torch.Tensor) -> float:
-    """Distance threshold where the false-reject and false-accept rates meet (pairs at or below match)."""
-    grid = torch.linspace(0, 2, 2001)
-    frr = (d_same[None, :] > grid[:, None]).float().mean(1)
-    far = (d_diff[None, :] <= grid[:, None]).float().mean(1)
-    return float(grid[(frr - far).abs().argmin()])
-
-
 # ------------------------------------------------------------------ all
 def train_all(out: str | Path, cfg: MiniTrainConfig = FULL, log: Callable[[str], None] = print) -> dict:
     """Train every mini model into ``out`` (fp16 safetensors + ``manifest.json``); returns the manifest."""
     from .stack import save_all
+    from .validate import validate_saved
 
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
@@ -455,48 +392,3 @@ def train_all(out: str | Path, cfg: MiniTrainConfig = FULL, log: Callable[[str],
     manifest = validate_saved(out, data, log)
     return manifest
 
-
-def validate_saved(out: str | Path, data: Data | None = None, log=print, cfg: MiniTrainConfig = FULL) -> dict:
-    """Reload the saved (fp16-rounded) weights and write their validation figures into the manifest."""
-    from .stack import MiniStack
-
-    data = data or Data(replace(cfg, per_subject=1))
-    stack = MiniStack.load(out)
-    figures: dict[str, float] = {}
-    figures.update(validate_clip(stack.clip.model, data))
-    figures.update(validate_vae(stack.vae, data))
-    figures.update(validate_unet(stack, data))
-    figures.update(validate_vq(stack.vq, data))
-    figures.update(validate_sr(stack.sr, data))
-    figures.update(validate_identity(stack.identity, data))
-    figures = {k: (round(v, 4) if isinstance(v, float) and math.isfinite(v) else v) for k, v in figures.items()}
-    for k, v in figures.items():
-        log(f"  {k}: {v}")
-    path = Path(out) / "manifest.json"
-    manifest = json.loads(path.read_text())
-    manifest["validation"] = figures
-    path.write_text(json.dumps(manifest, indent=2))
-    return manifest
-
-
-@torch.no_grad()
-def validate_unet(stack, data: Data) -> dict[str, float]:
-    """Held-out denoising loss at fixed noise, and the mini CLIP's colour accuracy on generated samples."""
-    from ..sample import SampleConfig, generate
-
-    model = stack.diffusion_model()
-    gen = torch.Generator().manual_seed(4)
-    x = data.vx[:64]
-    z = model.encode(x)
-    caps = [world.subject(int(s)).caption() for s in data.vy[:64]]
-    t = torch.randint(0, 1000, (len(x),), generator=gen)
-    eps = torch.randn(z.shape, generator=gen)
-    a = model.noise_scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
-    pred = model.unet(a.sqrt() * z + (1 - a).sqrt() * eps, t, model.encode_prompt(caps)).sample
-    colours = list(world.COLOURS)
-    prompts = [f"a photo of a {c} {CLASS_WORD}" for c in colours]
-    imgs = generate(model, prompts, 2, SampleConfig(steps=25, guidance=5.0, scheduler="ddim"), seed=0)
-    f = stack.clip.image_features(imgs)
-    pred_c = (f @ stack.clip.text_features(prompts).T).argmax(1)
-    truth = torch.arange(len(colours)).repeat_interleave(2)
-    return {"unet_val_loss": float(F.mse_loss(pred, eps)), "unet_sample_colour_acc": float((pred_c == truth).float().mean())}

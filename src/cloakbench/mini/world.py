@@ -162,6 +162,16 @@ def dataset(subjects: list[int], per_subject: int, seed: int) -> tuple[torch.Ten
 
 
 # ------------------------------------------------------------------ degradations
+def sign_noise(cell: int, gen: torch.Generator, smooth: bool = False, size: int = 32) -> torch.Tensor:
+    """A random sign pattern in ``cell`` px cells, ``3 x size x size`` in {-1, 1} (a protection-like
+    structured noise); ``smooth`` makes it a low-frequency texture (3 x 3 majority of the cells)."""
+    h = size // cell
+    pattern = torch.sign(torch.randn(3, h, h, generator=gen))
+    if smooth:
+        pattern = F.avg_pool2d(pattern[None], 3, 1, 1)[0].sign()
+    return F.interpolate(pattern[None], size=(size, size), mode="nearest")[0]
+
+
 def degrade(x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, list[str]]:
     """Random degradations for the restoration prior and the quality words: Gaussian noise, structured
     (blocky, sign) noise like a protective perturbation at 4-16/255, blur or 8-bit-style quantization.
@@ -175,12 +185,7 @@ def degrade(x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, list[s
             words.append("noisy")
         elif kind in (1, 2):
             eps = float(torch.empty(1).uniform_(4, 16, generator=gen)) / 255
-            cell = int(torch.randint(1, 4, (1,), generator=gen))
-            h = img.shape[-1] // cell
-            pattern = torch.sign(torch.randn(3, h, h, generator=gen))
-            if kind == 2:  # smooth, low-frequency texture
-                pattern = F.avg_pool2d(pattern[None], 3, 1, 1)[0].sign()
-            img = img + eps * F.interpolate(pattern[None], size=img.shape[-2:], mode="nearest")[0]
+            img = img + eps * sign_noise(int(torch.randint(1, 4, (1,), generator=gen)), gen, smooth=kind == 2)
             words.append("noisy")
         else:
             k = int(torch.randint(1, 3, (1,), generator=gen)) * 2 + 1

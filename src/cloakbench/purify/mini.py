@@ -31,7 +31,7 @@ class CodeSRMini(Purifier):
     @torch.no_grad()
     def purify(self, images):
         from ..mini.stack import load_stack
-        from ..mini.train import vq_restore
+        from ..mini.validate import vq_restore
 
         stack = load_stack()
         size = images.shape[-1]
