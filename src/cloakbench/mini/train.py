@@ -25,11 +25,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..models import clip as clip_norm
 from . import nets, world
 from .world import CLASS_WORD
 
-OPENAI_MEAN = torch.tensor((0.48145466, 0.4578275, 0.40821073)).view(1, 3, 1, 1)
-OPENAI_STD = torch.tensor((0.26862954, 0.26130258, 0.27577711)).view(1, 3, 1, 1)
+OPENAI_MEAN = torch.tensor(clip_norm.OPENAI_MEAN).view(1, 3, 1, 1)
+OPENAI_STD = torch.tensor(clip_norm.OPENAI_STD).view(1, 3, 1, 1)
 
 
 @dataclass(frozen=True)
