@@ -7,15 +7,16 @@
 
 Held-out subjects only (never seen by any mini model). Each DreamBooth run is short (CPU).
 
-Status (recorded, not hidden): with the shipped weights (v2: factor-2 VAE at 24.1 dB, codebook
-restorer at 19.7 dB, base UNet whose samples still do not follow colour prompts) these claims do NOT
-hold yet. Measured on v2 (120 DreamBooth steps, lr 2e-4, 8 samples): the pattern's energy is 0.0649
-in the instances, 0.0099 in samples after patterned training against 0.0010 after clean training
-(reproduced, but 15 % of it where the test asks 25 %); CDL's "without" samples carry 0.0109 (no
-drop); CodeSR-mini keeps 12 % of AdvDM's high-pass perturbation (removal holds) but the identity
-cosine clean vs purified is 0.54 where a match needs 0.80. The tests are marked
-``xfail(strict=True)``: they run with ``--runslow`` and turn the suite red the day they pass, so the
-marker must then be removed. See issue #8's notes for what is left.
+Status (recorded, not hidden): with the shipped weights (v2) these claims do NOT hold yet. Measured
+on v2 after the DDIM fix of ``make_scheduler`` (120 DreamBooth steps, lr 2e-4, 8 samples): the
+pattern's energy is 0.0649 in the instances, 0.0155 in samples after patterned training against
+0.0030 after clean training (reproduced, but 24 % of it where the test asks 25 %); CDL's "without"
+samples carry 0.0163 (no drop); CodeSR-mini keeps 12 % of AdvDM's high-pass perturbation (removal
+holds) but the identity cosine clean vs purified is 0.54 where a match needs 0.80. (Earlier figures
+were measured on DDIM samples that clipped the predicted latents to [-1, 1].) A v-prediction UNet
+(branch ``mini-v3-vpred``) reached 26 % on the shortcut test, but its demo lost the protection gap.
+The tests are marked ``xfail(strict=True)``: they run with ``--runslow`` and turn the suite red the day
+they pass, so the marker must then be removed. See issue #8's notes for what is left.
 """
 
 import pytest

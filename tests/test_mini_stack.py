@@ -30,6 +30,9 @@ def test_mini_loads_through_the_real_paths():
 
     model = load_model("mini")
     assert type(model.unet).__name__ == "UNet2DConditionModel" and model.vae_scale_factor == 2
+    # the parametrisation the UNet was trained with reaches training, protections and every sampler
+    assert model.prediction_type == load_stack().manifest.get("prediction_type", "epsilon")
+    assert dict(model.scheduler_config)["prediction_type"] == model.prediction_type
     x = world.photos(7, 2, seed=5).requires_grad_(True)
     loss = model.loss(x, "a photo of sks toy", generator=torch.Generator().manual_seed(0))
     loss.backward()

@@ -170,3 +170,16 @@ def test_cli_train_then_qes_sample(shared_data, tmp_path):
     assert res.exit_code == 0, res.output
     rec = json.loads((tmp_path / "gen/sample.json").read_text())
     assert rec["config"]["suffix"] == ", without bhj noisy pattern" and len(list((tmp_path / "gen").glob("*.png"))) == 4
+
+
+def test_ddim_from_a_pndm_config_never_clips_latents(tiny_model):
+    """DDIM built from a PNDM config (no clip_sample key) must not clip predicted latents to [-1, 1]:
+    DDIM's own default does, and that silently ruined every DDIM sample of the mini stack."""
+    from cloakbench.sample.sampler import make_scheduler
+
+    assert "clip_sample" not in dict(tiny_model.scheduler_config)
+    s = make_scheduler(tiny_model, "ddim")
+    s.set_timesteps(10)
+    z = torch.full((1, 4, 8, 8), 3.0)
+    out = s.step(torch.zeros_like(z), s.timesteps[-1], z)
+    assert s.config.clip_sample is False and float(out.pred_original_sample.min()) > 3.0

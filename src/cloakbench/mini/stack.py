@@ -103,11 +103,12 @@ class MiniStack:
         from ..models.tokenizer import clip_tokenizer
         from .train import text_encoder_from
 
-        sampler = PNDMScheduler(**SD_BETAS, prediction_type="epsilon", skip_prk_steps=True, set_alpha_to_one=False,
+        pt = self.manifest.get("prediction_type", "epsilon")  # v1/v2 weights predate the key
+        sampler = PNDMScheduler(**SD_BETAS, prediction_type=pt, skip_prk_steps=True, set_alpha_to_one=False,
                                 steps_offset=1)
         return DiffusionModel(
             vae=copy.deepcopy(self.vae), unet=copy.deepcopy(self.unet), text_encoder=text_encoder_from(self.clip.model),
-            tokenizer=clip_tokenizer(), noise_scheduler=DDPMScheduler(**SD_BETAS, prediction_type="epsilon", clip_sample=False),
+            tokenizer=clip_tokenizer(), noise_scheduler=DDPMScheduler(**SD_BETAS, prediction_type=pt, clip_sample=False),
             scheduler_config=dict(sampler.config), source=f"mini:{self.folder}",
         )
 

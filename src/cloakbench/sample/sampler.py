@@ -36,6 +36,10 @@ def make_scheduler(model: DiffusionModel, name: str):
     cls = {"pndm": PNDMScheduler, "ddim": DDIMScheduler, "dpm": DPMSolverMultistepScheduler}.get(name)
     if cls is None:
         raise ValueError(f"scheduler must be one of {SCHEDULERS}, not {name!r}")
+    # A PNDM config has no clip_sample key and DDIM's default is True: it would clip the predicted clean
+    # *latents* to [-1, 1] at every step (SD latents reach +-4), which ruins every sample. Latent
+    # diffusion never clips (SD's own scheduler configs say clip_sample: false).
+    cfg.setdefault("clip_sample", False)
     return cls.from_config(cfg)
 
 
