@@ -84,6 +84,7 @@ def test_save_reload_offline_identical(tmp_path):
     assert a.item() == b.item()
     assert torch.equal(model.encode_prompt(PROMPT), again.encode_prompt(PROMPT))
     assert again.scheduler_config["_class_name"] == "PNDMScheduler"
+    assert again.noise_scheduler.config.clip_sample is False  # latents are never clipped to [-1, 1]
 
 
 def test_single_file_needs_config(tmp_path):

@@ -37,7 +37,9 @@ def _offline() -> bool:
 
 
 def _from_pipeline(pipe, source: str) -> DiffusionModel:
-    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    # a PNDM config (ours, saved by DiffusionModel.save) has no clip_sample key and DDPM defaults to
+    # True, which would clip predicted latents to [-1, 1] in every DDPM step (LatentDiffPure)
+    noise_scheduler = DDPMScheduler.from_config({"clip_sample": False, **pipe.scheduler.config})
     return DiffusionModel(
         vae=pipe.vae, unet=pipe.unet, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer,
         noise_scheduler=noise_scheduler, scheduler_config=dict(pipe.scheduler.config), source=source,
