@@ -20,6 +20,7 @@ def test_shipped_weights_are_small_and_validated():
     assert val["identity_auc_heldout"] >= 0.95
     assert val["clip_quality_auc"] > 0.8
     assert val["sr_psnr"] > val["sr_psnr_bicubic"]  # the SR model beats bicubic
+    assert val["codesr_identity_cos"] >= 1 - val["identity_threshold"]  # CodeSR-mini keeps the identity
 
 
 def test_mini_loads_through_the_real_paths():
@@ -82,6 +83,11 @@ def test_demo_command_on_a_reduced_grid(tmp_path):
     teams = {(r["protection"], r["red_team"]) for r in summary["rows"]}
     assert ("none", "none") in teams and ("advdm", "CodeSR + CDL") in teams
     assert len(teams) == 2 + 6  # clean (+ CDL) and the six red-teams
+    assert summary["identity_metric"] == "ism[mini]" and summary["quality_metric"] == "clip_iqac[mini]"
+    red = [r for r in summary["rows"] if r["protection"] == "advdm" and r["red_team"] != "none"]
+    # both gaps' recovered shares (None where a metric has no value, e.g. ISM when no toy was detected)
+    assert red and all("recovered" in r and "quality_recovered" in r for r in red)
+    assert any(r["quality_recovered"] is not None for r in red)
     assert (tmp_path / "run" / "report.html").is_file() and (tmp_path / "run" / "analysis" / "misalignment.json").is_file()
     again = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "run"), "--config", str(path)])
     assert again.exit_code == 0 and "ran 0" in again.output  # resumes: nothing redone

@@ -18,14 +18,18 @@ from .faces import FaceBackend, create_face_backend
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve = P(score of a positive > score of a negative), ties counting 1/2."""
+    """Area under the ROC curve = P(score of a positive > score of a negative), ties counting 1/2.
+
+    Mann-Whitney form with average ranks for ties: O(n log n), so it takes the 165,600 pairs of the
+    mini stack's validation as easily as a few hundred labelled face pairs."""
     scores, labels = np.asarray(scores, float), np.asarray(labels, bool)
-    pos, neg = scores[labels], scores[~labels]
-    if pos.size == 0 or neg.size == 0:
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
         raise ValueError("ROC AUC needs both positive and negative pairs")
-    greater = (pos[:, None] > neg[None, :]).sum()
-    ties = (pos[:, None] == neg[None, :]).sum()
-    return float((greater + 0.5 * ties) / (pos.size * neg.size))
+    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    mean_rank = np.cumsum(counts) - (counts - 1) / 2  # 1-based average rank of each distinct score
+    rank_sum = mean_rank[inverse.reshape(-1)][labels].sum()
+    return float((rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def equal_error_rate(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:

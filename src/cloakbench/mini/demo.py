@@ -3,10 +3,10 @@
 Runs ``mini-paper.yaml`` (shipped beside this file; ``configs/mini-paper.yaml`` is the same file)
 through the bench runner: clean DreamBooth, protections, red-teams none / JPEG / GrIDPure / CodeSR /
 CDL / CodeSR + CDL, QES sampling, identity and quality metrics. Then the latent-misalignment analysis
-with the mini CLIP, the HTML report, and a table of how much of the protection's identity gap each
-red-team recovers:
+with the mini CLIP, the HTML report, and a table of how much of the protection's gap each red-team
+recovers, for identity (ISM) and for quality (CLIP-IQAC; the paper reports both):
 
-    recovered = (ISM(red-team) - ISM(protected, no red-team)) / (ISM(clean) - ISM(protected, no red-team))
+    recovered = (M(red-team) - M(protected, no red-team)) / (M(clean) - M(protected, no red-team))
 
 Nothing is tuned for the demo: the numbers are whatever the shipped models and the config give.
 """
@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 CONFIG = Path(__file__).with_name("mini-paper.yaml")
-MIN_GAP = 0.02  # ISM units (cosine); smaller clean-vs-protected gaps are reported as "no gap"
+# metric prefix -> (row key, smallest gap worth a ratio): a smaller clean-vs-protected gap is within
+# sampling noise and is reported as "no gap" (ISM: cosine units; CLIP-IQAC: p_good - p_bad in [-1, 1])
+GAPS = {"ism": ("recovered", 0.02), "clip_iqac": ("quality_recovered", 0.05)}
 # (purification, CDL) -> red-team name, in the paper's order
 RED_TEAMS = {("none", False): "none", ("jpeg", False): "JPEG", ("gridpure", False): "GrIDPure",
              ("codesr-mini", False): "CodeSR", ("none", True): "CDL", ("codesr-mini", True): "CodeSR + CDL"}
@@ -38,17 +40,23 @@ def summarize(run_dir: str | Path, cfg) -> dict[str, Any]:
             continue
         acc[(row["protection"], team)][row["metric"]].append(float(row["value"]))
     means = {k: {m: sum(v) / len(v) for m, v in ms.items()} for k, ms in acc.items()}
-    ism = next((m for ms in means.values() for m in ms if m.startswith("ism")), None)
-    clean = means.get(("none", "none"), {}).get(ism) if ism else None
+    names = {prefix: next((m for ms in means.values() for m in ms if m.startswith(prefix)), None) for prefix in GAPS}
+    clean = {p: means.get(("none", "none"), {}).get(m) if m else None for p, m in names.items()}
     rows = []
-    for (prot, team), ms in sorted(means.items(), key=lambda kv: (kv[0][0] != "none", kv[0][0], list(RED_TEAMS.values()).index(kv[0][1]))):
-        base = means.get((prot, "none"), {}).get(ism)
-        rec: float | str | None = None
-        if prot != "none" and team != "none" and None not in (clean, base, ms.get(ism)):
-            # a gap smaller than MIN_GAP is within sampling noise: a ratio of it would mean nothing
-            rec = (ms[ism] - base) / (clean - base) if clean - base >= MIN_GAP else "no gap"
-        rows.append({"protection": prot, "red_team": team, **ms, "recovered": rec})
-    return {"identity_metric": ism, "clean": clean, "rows": rows}
+    order = list(RED_TEAMS.values())
+    for (prot, team), ms in sorted(means.items(), key=lambda kv: (kv[0][0] != "none", kv[0][0], order.index(kv[0][1]))):
+        row = {"protection": prot, "red_team": team, **ms}
+        for prefix, (key, min_gap) in GAPS.items():
+            m = names[prefix]
+            base = means.get((prot, "none"), {}).get(m)
+            rec: float | str | None = None
+            if prot != "none" and team != "none" and None not in (clean[prefix], base, ms.get(m)):
+                gap = clean[prefix] - base
+                rec = (ms[m] - base) / gap if gap >= min_gap else "no gap"
+            row[key] = rec
+        rows.append(row)
+    return {"identity_metric": names["ism"], "quality_metric": names["clip_iqac"], "clean": clean["ism"],
+            "clean_quality": clean["clip_iqac"], "rows": rows}
 
 
 def run_demo(out: str | Path, *, config: str | Path = CONFIG, progress: Callable | None = None,

@@ -6,7 +6,7 @@
 | VAE | diffusers ``AutoencoderKL`` | factor 2: 32 px -> 16 x 16 x 4 latents |
 | UNet | diffusers ``UNet2DConditionModel`` | (32, 64, 128) on 16 x 16 latents, cross-attention 64 at 8 and 4 |
 | pixel DDPM (GrIDPure / DiffPure) | diffusers ``UNet2DModel`` | 16 px tiles |
-| codebook restorer (CodeFormer idea) | diffusers ``VQModel`` | 512 codes of 8-d on a 16 x 16 grid |
+| codebook restorer (CodeFormer idea) | diffusers ``VQModel`` | 512 codes of 8-d on a 16 x 16 grid (the VAE's blocks) |
 | SR x2 | spandrel ``Compact`` (Real-ESRGAN compact) | 32 feats, 8 convs |
 | identity encoder + toy detector | :class:`IdentityNet` (ours) | 64-d embedding, ArcFace-style |
 
