@@ -10,12 +10,12 @@ Held-out subject only (never seen by any mini model). Each DreamBooth run is sho
 
 Measured with the shipped weights (v3; 120 DreamBooth steps at lr 2e-4, 8 DDIM samples at guidance 5):
 the pattern's energy is 0.0649 in the instances; samples after patterned DreamBooth carry 0.0154
-(24 %), after clean DreamBooth 0.0030. With CDL, "a photo of sks toy" samples carry 0.0069 (55 % less
+(24 %), after clean DreamBooth 0.0030-0.0035 (run to run: AdvDM and class-image order). With CDL, "a photo of sks toy" samples carry 0.0069 (55 % less
 than DreamBooth's) and "..., bhj noisy pattern" samples 0.0213: the pattern moved to the noise words.
 The paper's sampling suffix ", without bhj noisy pattern" does NOT remove it here (0.0189): the mini
 CLIP text tower never saw a negation, so "without <noise>" reads as "<noise>"; that test is a strict
-xfail (it turns the suite red the day it passes). CodeSR-mini keeps 10 % of AdvDM's high-pass
-perturbation and the identity (cosine clean vs purified 0.825; a match needs 0.803).
+xfail (it turns the suite red the day it passes). CodeSR-mini keeps 9-10 % of AdvDM's high-pass
+perturbation and the identity (cosine clean vs purified 0.825-0.828; a match needs 0.803).
 """
 
 import pytest
