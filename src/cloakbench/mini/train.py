@@ -374,6 +374,9 @@ def train_vq(data: Data, cfg: MiniTrainConfig, vae, log):
 
 # ------------------------------------------------------------------ SR x2
 def downsample(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Bicubic (antialiased) resize of ``B x 3 x H x W`` in [0, 1] to ``size`` px, clamped; unchanged if already that size."""
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
     return F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
 
 
@@ -458,15 +461,12 @@ def train_all(out: str | Path, cfg: MiniTrainConfig = FULL, log: Callable[[str],
         result = fn(*args)
         timings[name] = round(time.perf_counter() - t, 1)
         say(f"{name}: {timings[name]:.0f} s")
-        return tuple(_as_shipped(r) if isinstance(r, torch.nn.Module) else r for r in result) \
-            if isinstance(result, tuple) else _as_shipped(result)
+        return _as_shipped(result)
 
     data = Data(cfg)
     timings["data"] = round(time.perf_counter() - t0, 1)
     clip = timed("clip", train_clip, data, cfg, say)
-    vae = timed("vae", train_vae, data, cfg, say)
-    if prev is not None:
-        vae.register_to_config(scaling_factor=prev.manifest["vae_scaling_factor"])
+    vae = timed("vae", train_vae, data, cfg, say)  # a loaded VAE has its scaling factor from the manifest
     unet = timed("unet", train_unet, data, cfg, clip, vae, say)
     pixel = timed("pixel", lambda *a: train_pixel(*a)[0], data, cfg, say)
     vq = timed("vq", train_vq, data, cfg, vae, say)

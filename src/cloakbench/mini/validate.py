@@ -64,6 +64,16 @@ def vq_restore(vq, x: torch.Tensor) -> torch.Tensor:
     return ((vq.decode(vq.encode(x * 2 - 1).latents).sample + 1) / 2).clamp(0, 1)
 
 
+def codesr(stack, x: torch.Tensor, pre_size: int = 16, restore: bool = True, sr: bool = True) -> torch.Tensor:
+    """CodeSR on the mini stack (the ``codesr-mini`` purifier): codebook restoration of ``B x 3 x 32 x 32``
+    photos in [0, 1], then downsize to ``pre_size`` px and SR x2 back to 32 px."""
+    if restore:
+        x = vq_restore(stack.vq, x)
+    if sr:
+        x = downsample(stack.sr(downsample(x, pre_size)).clamp(0, 1), 32)
+    return x
+
+
 @torch.no_grad()
 def validate_clip(clip, data: Data) -> dict[str, float]:
     """Zero-shot attribute accuracy on held-out subjects, and the quality score's AUC clean vs degraded."""
@@ -128,7 +138,7 @@ def validate_codesr(stack, data: Data) -> dict[str, float]:
     the identity encoder's mean cosine to the clean photo (a match needs ``1 - identity_threshold``)."""
     gen = torch.Generator().manual_seed(2)
     deg, _ = world.degrade(data.vx, gen)
-    pur = stack.sr(downsample(vq_restore(stack.vq, deg), 16)).clamp(0, 1)
+    pur = codesr(stack, deg)
     e_clean, _ = stack.identity(data.vx)
     e_pur, _ = stack.identity(pur)
     return {"codesr_psnr": psnr(pur, data.vx), "codesr_identity_cos": float((e_clean * e_pur).sum(1).mean())}

@@ -11,15 +11,8 @@ for the mini pixel DDPM (16 px tiles).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from .base import Purifier, register_purifier
-
-
-def _to(x: torch.Tensor, size: int) -> torch.Tensor:
-    if x.shape[-1] == size and x.shape[-2] == size:
-        return x
-    return F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
 
 
 @register_purifier
@@ -31,14 +24,8 @@ class CodeSRMini(Purifier):
     @torch.no_grad()
     def purify(self, images):
         from ..mini.stack import load_stack
-        from ..mini.validate import vq_restore
+        from ..mini.train import downsample
+        from ..mini.validate import codesr
 
-        stack = load_stack()
-        size = images.shape[-1]
-        x = _to(images, 32)
-        if self.restore:
-            x = vq_restore(stack.vq, x)
-        if self.sr:
-            x = stack.sr(_to(x, int(self.pre_size))).clamp(0, 1)
-            x = _to(x, 32)
-        return _to(x, size)
+        x = codesr(load_stack(), downsample(images, 32), int(self.pre_size), bool(self.restore), bool(self.sr))
+        return downsample(x, images.shape[-1])
