@@ -33,15 +33,23 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def equal_error_rate(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """(EER, threshold): the rate where false accepts equal false rejects, over all score cut points."""
+    """(EER, threshold t): accepting ``score >= t``, the cut point among the distinct scores where the
+    false-accept and false-reject rates are closest (the lowest such t); EER is their mean there.
+
+    One sorted sweep, O(n log n): per distinct score, the negatives at or above it and the positives
+    below it come from cumulative counts."""
     scores, labels = np.asarray(scores, float), np.asarray(labels, bool)
-    best = (2.0, 0.0)
-    for t in np.unique(scores):
-        far = float(((scores >= t) & ~labels).sum() / max(1, (~labels).sum()))
-        frr = float(((scores < t) & labels).sum() / max(1, labels.sum()))
-        if abs(far - frr) < best[0]:
-            best = (abs(far - frr), t, (far + frr) / 2)  # type: ignore[assignment]
-    return float(best[2]), float(best[1])  # type: ignore[misc]
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("the equal-error rate needs both positive and negative pairs")
+    cuts, inverse = np.unique(scores, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    pos = np.bincount(inverse[labels], minlength=len(cuts))
+    neg = np.bincount(inverse[~labels], minlength=len(cuts))
+    frr = (np.cumsum(pos) - pos) / n_pos  # positives strictly below each cut
+    far = (n_neg - (np.cumsum(neg) - neg)) / n_neg  # negatives at or above it
+    k = int(np.argmin(np.abs(far - frr)))
+    return float((far[k] + frr[k]) / 2), float(cuts[k])
 
 
 @dataclass

@@ -69,7 +69,10 @@ class ClipIQAC(Metric):
     """CLIP_IQAC (MetaCloak ``CLIP_IQAC_get_score``): ``p_good - p_bad`` in [-1, 1].
 
     ``softmax(100 * cos(image, text))`` over ["a good photo of {cls}", "a bad photo of {cls}"],
-    with OpenAI CLIP ViT-B/32 and ``cls = "face"`` for the class "person" (as MetaCloak does).
+    with OpenAI CLIP ViT-B/32 and ``cls = "face"`` for the class "person" (as MetaCloak does). The 100 is
+    OpenAI CLIP's learned logit scale; ``clip_iqac[mini]`` uses the mini CLIP's own (about 16): at 100 its
+    wider cosine spread saturates most scores to exactly +-1, so a mean over a few samples takes a
+    handful of values.
     """
 
     name = "clip_iqac"
@@ -77,7 +80,7 @@ class ClipIQAC(Metric):
     value_range = (-1.0, 1.0)
     licence = "CLIP weights: MIT (OpenAI)"
 
-    def __init__(self, clip: str | Clip = DEFAULT_CLIP, subject: str = "face", scale: float = 100.0,
+    def __init__(self, clip: str | Clip = DEFAULT_CLIP, subject: str = "face", scale: float | None = None,
                  device: str | None = None, backend: str | None = None) -> None:
         if backend == "mini":  # ``clip_iqac[mini]``: the mini CLIP and its world's class word
             clip, subject = "mini", "a toy"
@@ -85,13 +88,14 @@ class ClipIQAC(Metric):
             raise ValueError(f"clip_iqac backend must be 'clip' or 'mini', got {backend!r}")
         self.clip = load_clip(clip, device=device)
         self.prompts = [f"a good photo of {subject}", f"a bad photo of {subject}"]
-        self.scale = scale
+        self.scale = scale if scale is not None else self.clip.logit_scale() if backend == "mini" else 100.0
         self.backend = backend or "clip"
 
     def compute(self, images: torch.Tensor, references: torch.Tensor | None) -> MetricResult:
         p = (self.scale * self.clip.image_features(images) @ self.clip.text_features(self.prompts).T).softmax(-1)
         per = (p[:, 0] - p[:, 1]).tolist()
-        return self.result(nanmean(per), per, details={"prompts": self.prompts, "clip": self.clip.source})
+        return self.result(nanmean(per), per, details={"prompts": self.prompts, "clip": self.clip.source,
+                                                             "scale": self.scale})
 
 
 @register_metric

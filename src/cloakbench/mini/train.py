@@ -6,8 +6,9 @@ seed and the model's name), so one model retrained alone is the same as in the f
 optimizer steps, sized so the full run takes under 60 minutes on 2 CPU cores (:data:`FULL`);
 :data:`QUICK` runs the same code in a minute (tests).
 
-Order: world data -> CLIP (contrastive, with quality words) -> VAE -> UNet (latent diffusion with the
-frozen CLIP text tower, 10 % empty captions, 20 % degraded photos captioned with their quality word) ->
+Order: world data -> CLIP (contrastive, with quality words and their negation) -> VAE -> UNet (latent diffusion with the
+frozen CLIP text tower, 10 % empty captions, 20 % degraded photos captioned with their quality word,
+some clean ones with its negation) ->
 pixel DDPM (16 px tiles) -> codebook restorer (VQ on clean photos, warm-started from the VAE, then an
 encoder that maps degraded photos to clean codes: CodeFormer's idea) -> SR x2 -> identity encoder.
 Each model is validated on the held-out subjects (:mod:`.validate`) and the figures are written to
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import random
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -69,8 +71,8 @@ class Data:
         self.seed = cfg.seed
 
     def stream(self, name: str) -> "Stream":
-        """The random stream of one model (its batches, noise and timesteps)."""
-        return Stream(self, self.seed * 1000 + sum(name.encode()) * 7 + len(name))
+        """The random stream of one model (its batches, noise and timesteps), seeded by (seed, CRC-32 of the name)."""
+        return Stream(self, int(np.random.SeedSequence([self.seed, zlib.crc32(name.encode())]).generate_state(1)[0]))
 
 
 class Stream:
@@ -98,6 +100,10 @@ class Stream:
                 caps.append("a photo of background")
             out.append(bg)
         return torch.stack(out), caps
+
+
+QUALITY_SUFFIX = {"noisy": ", noisy pattern", "blurry": ", blurry"}
+NEGATED_SUFFIX = {"noisy": ", without noisy pattern", "blurry": ", without blur"}
 
 
 def caption(idx: int, rng: np.random.Generator, quality: str | None = None) -> str:
@@ -145,6 +151,21 @@ def report(log: Callable[[str], None], name: str, step: int, total: int, loss: t
 
 
 # ------------------------------------------------------------------ CLIP
+def clip_caption(idx: int, rng: np.random.Generator, quality: str | None) -> str:
+    """A CLIP training caption of subject ``idx``. Clean photo: no quality word, "clean" or "good", and in
+    a quarter of them a negated suffix (", without noisy pattern"); degraded photo (``quality`` its word):
+    the word or "bad" as prefix, or in a quarter the word's suffix (", noisy pattern"). So the text tower
+    reads "without X" as the opposite of "X", which CDL's class prompts and QES's suffix rely on."""
+    if quality is None:
+        cap = caption(idx, rng, str(rng.choice(["", "clean", "good"])) or None)
+        if rng.random() < 0.25:
+            cap += NEGATED_SUFFIX[str(rng.choice(sorted(NEGATED_SUFFIX)))]
+        return cap
+    if rng.random() < 0.25:
+        return caption(idx, rng) + QUALITY_SUFFIX[quality]
+    return caption(idx, rng, quality if rng.random() < 0.5 else "bad")
+
+
 def train_clip(data: Data, cfg: MiniTrainConfig, log: Callable[[str], None]):
     rs = data.stream("clip")
     from ..models.tokenizer import clip_tokenizer
@@ -158,10 +179,8 @@ def train_clip(data: Data, cfg: MiniTrainConfig, log: Callable[[str], None]):
         x, y = rs.batch(112)
         n_deg = 28
         deg, words = world.degrade(x[:n_deg], rs.gen)
-        words = [w if rs.rng.random() < 0.5 else "bad" for w in words]
         x = torch.cat([deg, x[n_deg:]])
-        caps = [caption(int(s), rs.rng, words[i] if i < n_deg else rs.rng.choice(["", "clean", "good"]) or None)
-                for i, s in enumerate(y.tolist())]
+        caps = [clip_caption(int(s), rs.rng, words[i] if i < n_deg else None) for i, s in enumerate(y.tolist())]
         neg, ncaps = rs.negatives(16)
         x, caps = torch.cat([x, neg]), caps + ncaps
         img = clip.get_image_features(pixel_values=(x - OPENAI_MEAN) / OPENAI_STD)
@@ -208,14 +227,19 @@ def text_encoder_from(clip):
     return copy.deepcopy(clip.text_model).eval().requires_grad_(False)
 
 
-QUALITY_SUFFIX = {"noisy": ", noisy pattern", "blurry": ", blurry"}
 DEGRADED_FRACTION = 0.2  # of the UNet's photos
+NEGATED_FRACTION = 0.15  # of the UNet's clean photos
 
 
 def unet_caption(idx: int, rng: np.random.Generator, quality: str | None) -> str:
-    """A UNet training caption: :func:`caption`, and for a degraded photo its quality word, either as
-    the CLIP prefix ("a noisy photo of ...") or as a suffix (", noisy pattern" / ", blurry")."""
-    if quality is None or rng.random() < 0.5:
+    """A UNet training caption: :func:`caption`; a degraded photo gets its quality word, either as the
+    CLIP prefix ("a noisy photo of ...") or as a suffix (", noisy pattern" / ", blurry"); a clean photo
+    sometimes (:data:`NEGATED_FRACTION`) a negated one (", without noisy pattern" / ", without blur")."""
+    if quality is None:
+        if rng.random() < NEGATED_FRACTION:
+            return caption(idx, rng) + NEGATED_SUFFIX[str(rng.choice(sorted(NEGATED_SUFFIX)))]
+        return caption(idx, rng)
+    if rng.random() < 0.5:
         return caption(idx, rng, quality)
     return caption(idx, rng) + QUALITY_SUFFIX[quality]
 
@@ -246,9 +270,10 @@ def train_unet(data: Data, cfg: MiniTrainConfig, clip, vae, log):
     # every caption the sampler can draw, encoded once by the frozen text tower (77 tokens, as SD)
     subjects = sorted(set(data.y.tolist()))
     texts = {""} | {c for s in subjects for c in caption_variants(s)}
-    for w, suffix in QUALITY_SUFFIX.items():
+    for w in QUALITY_SUFFIX:
         texts |= {c for s in subjects for c in caption_variants(s, w)}
-        texts |= {c + suffix for s in subjects for c in caption_variants(s)}
+        for suffix in (QUALITY_SUFFIX[w], NEGATED_SUFFIX[w]):
+            texts |= {c + suffix for s in subjects for c in caption_variants(s)}
     texts = sorted(texts)
     index = {c: i for i, c in enumerate(texts)}
     with torch.no_grad():

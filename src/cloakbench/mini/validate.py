@@ -41,11 +41,12 @@ def pair_similarities(emb: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
 
 
 def eer_threshold(d_same: torch.Tensor, d_diff: torch.Tensor) -> float:
-    """Distance threshold where the false-reject and false-accept rates meet (pairs at or below match)."""
-    grid = torch.linspace(0, 2, 2001)
-    frr = (d_same[None, :] > grid[:, None]).float().mean(1)
-    far = (d_diff[None, :] <= grid[:, None]).float().mean(1)
-    return float(grid[(frr - far).abs().argmin()])
+    """Distance threshold where the false-reject and false-accept rates meet (pairs at or below it
+    match): :func:`cloakbench.metrics.calibration.equal_error_rate` on the negated distances."""
+    from ..metrics.calibration import equal_error_rate
+
+    scores = -torch.cat([d_same, d_diff]).double().numpy()
+    return -equal_error_rate(scores, np.arange(len(scores)) < len(d_same))[1]
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -53,8 +54,9 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def quality_scores(clip, images: torch.Tensor) -> torch.Tensor:
-    """CLIP-IQA-style score ``p_good - p_bad`` in [-1, 1] with :data:`QUALITY_PROMPTS`."""
-    p = (100 * clip.image_features(images) @ clip.text_features(list(QUALITY_PROMPTS)).T).softmax(-1)
+    """CLIP-IQA-style score ``p_good - p_bad`` in [-1, 1] with :data:`QUALITY_PROMPTS`, at the mini CLIP's
+    own logit scale (as ``clip_iqac[mini]``)."""
+    p = (clip.logit_scale() * clip.image_features(images) @ clip.text_features(list(QUALITY_PROMPTS)).T).softmax(-1)
     return p[:, 0] - p[:, 1]
 
 
