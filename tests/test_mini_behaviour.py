@@ -2,20 +2,21 @@
 
 1. Shortcut learning: a fixed pattern added to the instance photos is reproduced by the personalized
    model when prompted with the identifier (and not by a model trained on the clean photos).
-2. CDL: with the noise words in the training prompts the identifier no longer carries the pattern;
-   the noise words do.
+2. CDL: with the noise words in the training prompts the identifier carries less of the pattern, the
+   noise words more, and the paper's sampling suffix ", without <noise>" removes it (the issue's claim).
 3. CodeSR-mini removes most of a protection's perturbation while keeping the identity.
 
 Held-out subject only (never seen by any mini model). Each DreamBooth run is short (CPU, ~30 s).
 
-Measured with the shipped weights (v3; 120 DreamBooth steps at lr 2e-4, 8 DDIM samples at guidance 5):
-the pattern's energy is 0.0649 in the instances; samples after patterned DreamBooth carry 0.0154
-(24 %), after clean DreamBooth 0.0030-0.0035 (run to run: AdvDM and class-image order). With CDL, "a photo of sks toy" samples carry 0.0069 (55 % less
-than DreamBooth's) and "..., bhj noisy pattern" samples 0.0213: the pattern moved to the noise words.
-The paper's sampling suffix ", without bhj noisy pattern" does NOT remove it here (0.0189): the mini
-CLIP text tower never saw a negation, so "without <noise>" reads as "<noise>"; that test is a strict
-xfail (it turns the suite red the day it passes). CodeSR-mini keeps 9-10 % of AdvDM's high-pass
-perturbation and the identity (cosine clean vs purified 0.825-0.828; a match needs 0.803).
+Measured with the shipped weights (v4; 120 DreamBooth steps at lr 2e-4, 8 DDIM samples at guidance 5):
+the pattern's energy is 0.0649 in the instances; samples after patterned DreamBooth carry 0.0323
+(50 %), after clean DreamBooth -0.0008. With CDL, "a photo of sks toy" samples carry 0.0200 (38 % less
+than DreamBooth's), "..., bhj noisy pattern" samples 0.0270 (the noise words carry the most), and the
+paper's sampling prompt "..., without bhj noisy pattern" 0.0198 (39 % less): the mini world has
+negation since v4 (with v3, whose CLIP never saw "without", 23 % more; that test was a strict xfail).
+CodeSR-mini keeps 6.4 % of AdvDM's high-pass perturbation and the identity (cosine clean vs purified
+0.918; a match needs 0.811). Figures vary a little run to run (AdvDM and class-image order: the clean
+control 0.0030-0.0035 with v3).
 """
 
 import pytest

@@ -676,7 +676,10 @@ def demo(
             Console(stderr=True).print(f"[red]{escape(str(exc))}[/red]")
             raise typer.Exit(2) from None
     metric = summary["identity_metric"]
-    table = Table(title=escape(f"mini paper protocol: identity ({metric}) and quality of DreamBooth samples"))
+    table = Table(title=escape(f"mini paper protocol: identity ({metric}) and quality of DreamBooth samples"),
+                  caption=f"{summary['identities']} subject(s) x {summary['seeds']} seed(s) x {summary['samples']} samples "
+                          "per cell: a single cell is noisy; run `cloakbench bench` on the config with more "
+                          "subjects to measure the spread (benchmarks/README.md)")
     cols = sorted({k for r in summary["rows"] for k in r if "[" in k}, key=lambda c: (not c.startswith("ism"), c))
     for col in ("protection", "red-team", *cols, "identity gap recovered", "quality gap recovered"):
         table.add_column(escape(col))

@@ -34,11 +34,13 @@ def summarize(run_dir: str | Path, cfg) -> dict[str, Any]:
 
     cdl = {r.name: r.cdl for r in cfg.recipes}
     acc: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    identities: set[str] = set()
     for row in read_rows(Path(run_dir) / "results.sqlite"):
         team = RED_TEAMS.get((row["purification"], cdl.get(row["recipe"], False)))
         if team is None or row["value"] is None:
             continue
         acc[(row["protection"], team)][row["metric"]].append(float(row["value"]))
+        identities.add(row["identity"])
     means = {k: {m: sum(v) / len(v) for m, v in ms.items()} for k, ms in acc.items()}
     names = {prefix: next((m for ms in means.values() for m in ms if m.startswith(prefix)), None) for prefix in GAPS}
     clean = {p: means.get(("none", "none"), {}).get(m) if m else None for p, m in names.items()}
@@ -56,7 +58,8 @@ def summarize(run_dir: str | Path, cfg) -> dict[str, Any]:
             row[key] = rec
         rows.append(row)
     return {"identity_metric": names["ism"], "quality_metric": names["clip_iqac"], "clean": clean["ism"],
-            "clean_quality": clean["clip_iqac"], "rows": rows}
+            "clean_quality": clean["clip_iqac"], "identities": len(identities), "seeds": len(cfg.seeds),
+            "samples": cfg.sampling.n, "rows": rows}
 
 
 def run_demo(out: str | Path, *, config: str | Path = CONFIG, progress: Callable | None = None,
