@@ -6,11 +6,11 @@ seed and the model's name), so one model retrained alone is the same as in the f
 optimizer steps, sized so the full run takes under 60 minutes on 2 CPU cores (:data:`FULL`);
 :data:`QUICK` runs the same code in a minute (tests).
 
-Order: world data -> CLIP (contrastive, with quality words and their negation) -> VAE -> UNet (latent diffusion with the
-frozen CLIP text tower, 10 % empty captions, 20 % degraded photos captioned with their quality word,
-some clean ones with its negation) ->
-pixel DDPM (16 px tiles) -> codebook restorer (VQ on clean photos, warm-started from the VAE, then an
-encoder that maps degraded photos to clean codes: CodeFormer's idea) -> SR x2 -> identity encoder.
+Order: world data -> CLIP (contrastive, with quality words and their negation) -> VAE -> UNet (latent
+diffusion with the frozen CLIP text tower, 10 % empty captions, 20 % degraded photos captioned with
+their quality word, 12 % clean ones with its negation) -> pixel DDPM (16 px tiles) -> codebook restorer
+(VQ on clean photos, warm-started from the VAE, then an encoder that maps degraded photos to clean codes:
+CodeFormer's idea) -> SR x2 -> identity encoder.
 Each model is validated on the held-out subjects (:mod:`.validate`) and the figures are written to
 ``manifest.json`` beside the fp16 safetensors.
 """
