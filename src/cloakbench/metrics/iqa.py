@@ -64,6 +64,13 @@ def _brisque_model():
     return model
 
 
+def good_bad_score(clip: Clip, images: torch.Tensor, prompts: list[str], scale: float) -> torch.Tensor:
+    """``p_good - p_bad`` per image in [-1, 1]: ``softmax(scale * cos(image, prompt))`` over the two
+    ``prompts`` (good first); images ``B x 3 x H x W`` in [0, 1]."""
+    p = (scale * clip.image_features(images) @ clip.text_features(prompts).T).softmax(-1)
+    return p[:, 0] - p[:, 1]
+
+
 @register_metric
 class ClipIQAC(Metric):
     """CLIP_IQAC (MetaCloak ``CLIP_IQAC_get_score``): ``p_good - p_bad`` in [-1, 1].
@@ -92,8 +99,7 @@ class ClipIQAC(Metric):
         self.backend = backend or "clip"
 
     def compute(self, images: torch.Tensor, references: torch.Tensor | None) -> MetricResult:
-        p = (self.scale * self.clip.image_features(images) @ self.clip.text_features(self.prompts).T).softmax(-1)
-        per = (p[:, 0] - p[:, 1]).tolist()
+        per = good_bad_score(self.clip, images, self.prompts, self.scale).tolist()
         return self.result(nanmean(per), per, details={"prompts": self.prompts, "clip": self.clip.source,
                                                              "scale": self.scale})
 

@@ -106,6 +106,11 @@ QUALITY_SUFFIX = {"noisy": ", noisy pattern", "blurry": ", blurry"}
 NEGATED_SUFFIX = {"noisy": ", without noisy pattern", "blurry": ", without blur"}
 
 
+def negation(rng: np.random.Generator) -> str:
+    """One of :data:`NEGATED_SUFFIX`, drawn with ``rng`` (a clean photo's caption ending)."""
+    return NEGATED_SUFFIX[str(rng.choice(sorted(NEGATED_SUFFIX)))]
+
+
 def caption(idx: int, rng: np.random.Generator, quality: str | None = None) -> str:
     """A caption of subject ``idx``: full (70 %) or partial attributes, with an optional quality word."""
     s = world.subject(idx)
@@ -159,7 +164,7 @@ def clip_caption(idx: int, rng: np.random.Generator, quality: str | None) -> str
     if quality is None:
         cap = caption(idx, rng, str(rng.choice(["", "clean", "good"])) or None)
         if rng.random() < 0.25:
-            cap += NEGATED_SUFFIX[str(rng.choice(sorted(NEGATED_SUFFIX)))]
+            cap += negation(rng)
         return cap
     if rng.random() < 0.25:
         return caption(idx, rng) + QUALITY_SUFFIX[quality]
@@ -237,7 +242,7 @@ def unet_caption(idx: int, rng: np.random.Generator, quality: str | None) -> str
     sometimes (:data:`NEGATED_FRACTION`) a negated one (", without noisy pattern" / ", without blur")."""
     if quality is None:
         if rng.random() < NEGATED_FRACTION:
-            return caption(idx, rng) + NEGATED_SUFFIX[str(rng.choice(sorted(NEGATED_SUFFIX)))]
+            return caption(idx, rng) + negation(rng)
         return caption(idx, rng)
     if rng.random() < 0.5:
         return caption(idx, rng, quality)

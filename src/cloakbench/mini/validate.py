@@ -55,9 +55,10 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def quality_scores(clip, images: torch.Tensor) -> torch.Tensor:
     """CLIP-IQA-style score ``p_good - p_bad`` in [-1, 1] with :data:`QUALITY_PROMPTS`, at the mini CLIP's
-    own logit scale (as ``clip_iqac[mini]``)."""
-    p = (clip.logit_scale() * clip.image_features(images) @ clip.text_features(list(QUALITY_PROMPTS)).T).softmax(-1)
-    return p[:, 0] - p[:, 1]
+    own logit scale: :func:`cloakbench.metrics.iqa.good_bad_score`, as ``clip_iqac[mini]``."""
+    from ..metrics.iqa import good_bad_score
+
+    return good_bad_score(clip, images, list(QUALITY_PROMPTS), clip.logit_scale())
 
 
 @torch.no_grad()
