@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cloakbench.bench import load_config
 from cloakbench.bench.store import read_rows
-from cloakbench.mini.demo import RED_TEAMS
+from cloakbench.minilab.demo import RED_TEAMS
 
 
 def per_subject(run: Path, config: Path) -> dict[tuple[str, str, str], dict[str, float]]:

@@ -35,7 +35,7 @@ def main() -> None:
     prot = torch.cat([read_images(d / "protected-metacloak").images for d in sorted((root / "faces/vggface2").iterdir())])
     face = create_face_backend("dlib")
     clean_emb = [face.faces(a) for a in to_uint8(clean)]
-    print(f"| purifier | perturbation kept (corr) | identity cos vs clean (dlib) | faces found | PSNR vs clean (dB) | s / image |")
+    print("| purifier | perturbation kept (corr) | identity cos vs clean (dlib) | faces found | PSNR vs clean (dB) | s / image |")
     print("|---|---|---|---|---|---|")
     for name in args.purifiers.split(","):
         if name == "none":

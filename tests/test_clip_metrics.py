@@ -15,7 +15,8 @@ import torch
 from cloakbench.metrics import create_metric
 from cloakbench.metrics.iqa import LIQE, liqe_prompts
 from cloakbench.models import ModelLoadError
-from cloakbench.models.clip import Clip, build_tiny_clip, load_clip, openai_to_hf
+from cloakbench.models import load_clip
+from cloakbench.models.clip import Clip, build_tiny_clip, openai_to_hf
 from cloakbench.weights import MissingWeightError
 
 

@@ -26,7 +26,7 @@ def test_shipped_weights_are_small_and_validated():
 def test_mini_loads_through_the_real_paths():
     from cloakbench.metrics import create_metric
     from cloakbench.models import load_model
-    from cloakbench.models.clip import load_clip
+    from cloakbench.models import load_clip
     from cloakbench.purify import create_purifier
 
     model = load_model("mini")

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from cloakbench.mini import world
-from cloakbench.mini.train import QUICK, train_all
-from cloakbench.mini.validate import eer_threshold, roc_auc
+from cloakbench.minilab.data import QUICK
+from cloakbench.minilab.train import train_all
+from cloakbench.minilab.validate import eer_threshold, roc_auc
 
 
 def test_world_is_deterministic_and_varied():

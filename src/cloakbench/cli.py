@@ -13,18 +13,18 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from . import protocol, stages
+from .errors import CloakbenchError
+from .progress import progress_bar
+
 class CleanErrors(typer.core.TyperGroup):
-    """Turn the library's input errors into a one-paragraph message and exit code 2, not a traceback."""
+    """Turn the project's own errors (:class:`~cloakbench.errors.CloakbenchError`) and missing files into a
+    one-paragraph message and exit code 2, not a traceback."""
 
     def invoke(self, ctx):
-        from .images import ImageError
-        from .models.loading import ModelLoadError
-        from .registry import UnknownNameError
-        from .weights import WeightError
-
         try:
             return super().invoke(ctx)
-        except (ImageError, ModelLoadError, UnknownNameError, WeightError, FileNotFoundError) as exc:
+        except (CloakbenchError, FileNotFoundError) as exc:
             Console(stderr=True).print(f"[red]error:[/red] {escape(str(exc))}")
             raise typer.Exit(2) from None
 
@@ -107,16 +107,13 @@ def weights_fetch(
     allow_unverified: bool = typer.Option(False, help="Allow entries with no published sha256."),
 ) -> None:
     """Download weights, verify SHA-256, and move them into place atomically."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
-
     from . import weights
 
     failed = False
     for name in names:
         try:
             spec = weights.get_spec(name)
-            with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                          TransferSpeedColumn(), console=console) as progress:
+            with progress_bar(console, "download") as progress:
                 task = progress.add_task(name, total=spec.size)
                 path = weights.fetch(name, force=force, allow_unverified=allow_unverified,
                                      progress=lambda done, total: progress.update(task, completed=done, total=total))
@@ -171,7 +168,8 @@ def protect(
     eps: str = typer.Option(None, help="Budget in [0, 1] units: 8/255 or 0.0314 (default: the method's)."),
     steps: int = typer.Option(None, help="Number of perturbation updates (default: the method's)."),
     resolution: int = typer.Option(512, help="Working resolution (resize + center crop), divisible by 8."),
-    prompt: str = typer.Option("a photo of sks person", help="Instance prompt of the surrogate objective."),
+    prompt: str = typer.Option(protocol.INSTANCE_PROMPT, help="Instance prompt of the surrogate objective."),
+    class_prompt: str = typer.Option(protocol.CLASS_PROMPT, help="Class prompt of the surrogate objective."),
     seed: int = typer.Option(0, help="Seed: the same seed gives byte-identical files."),
     option: list[str] = typer.Option(None, "--option", "-o", help="Method option KEY=VALUE (repeatable)."),
     class_dir: Path = typer.Option(None, help="Class images for prior preservation of surrogate training."),
@@ -180,78 +178,36 @@ def protect(
     overwrite: bool = typer.Option(False, help="Replace an existing protection in OUT_DIR."),
 ) -> None:
     """Protect every image of IN_DIR with one method; write PNGs, clean/ and protection.json (measured budget)."""
-    import shutil
-    import tempfile
-    import time
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
-
-    from .images import atomic_write_bytes, format_budget, parse_budget, perturbation_norms, read_images, save_images
-    from .models import load_model
-    from .protect import PROTECTIONS, create_protection
+    from .images import format_budget, parse_budget, read_images
+    from .protect import create_protection
+    from .stages.protect import load_surrogates
 
     # every check before any work
-    if method.lower() not in PROTECTIONS:
-        try:
-            PROTECTIONS.get(method)
-        except KeyError as exc:
-            raise typer.BadParameter(str(exc), param_hint="--method") from None
     try:
         budget = parse_budget(eps) if eps is not None else None
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--eps") from None
+    overrides = {k: v for k, v in {"eps": budget, "steps": steps}.items() if v is not None}
+    create_protection(method, **overrides, **_parse_options(option))  # unknown names and options fail here
     if resolution <= 0 or resolution % 8:
         raise typer.BadParameter(f"resolution {resolution} is not a positive multiple of 8", param_hint="--resolution")
     if steps is not None and steps < 1:
         raise typer.BadParameter("steps must be >= 1", param_hint="--steps")
     if (out_dir / "protection.json").exists() and not overwrite:
         raise typer.BadParameter(f"{out_dir} already holds a protection; pass --overwrite", param_hint="OUT_DIR")
-    overrides = {k: v for k, v in {"eps": budget, "steps": steps, "prompt": prompt}.items() if v is not None}
-    prot = create_protection(method, **overrides, **_parse_options(option))
-    loaded = read_images(in_dir, resolution)
     classes = read_images(class_dir, resolution).images if class_dir is not None else None
-
-    models = [load_model(m.strip(), dtype=dtype) for m in model.split(",") if m.strip()]
-    if gradient_checkpointing:
-        for m in models:
-            m.unet.enable_gradient_checkpointing()
-    t0 = time.perf_counter()
-    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True) as bar:
-        task = bar.add_task(f"{prot.name} on {len(loaded.paths)} images", total=prot.steps)
-        prot.progress = lambda done, total: bar.update(task, completed=done, total=total)
-        adv = prot(loaded.images, models if len(models) > 1 else models[0], seed=seed, class_images=classes)
-    seconds = time.perf_counter() - t0
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".protect-", dir=out_dir))
-    try:
-        names = [p.stem for p in loaded.paths]
-        save_images(loaded.images, tmp / "clean", names)
-        save_images(adv, tmp, names)
-        clean_saved = read_images(tmp / "clean", None, min_size=None).images
-        prot_saved = read_images(sorted(tmp.glob("*.png")), None, min_size=None).images
-        d = perturbation_norms(clean_saved, prot_saved)
-        if (out_dir / "clean").exists():
-            shutil.rmtree(out_dir / "clean")
-        for f in sorted(tmp.glob("*.png")):
-            f.replace(out_dir / f.name)
-        (tmp / "clean").replace(out_dir / "clean")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    config = prot.config()
-    record = {
-        "method": prot.name, "paper": prot.paper, "config": config, "model": model, "seed": seed,
-        "steps": prot.steps, "resolution": resolution, "dtype": dtype, "seconds": seconds,
-        "seconds_per_image": seconds / len(names), "eps_nominal": prot.eps, "eps_nominal_255": format_budget(prot.eps),
-        "measured": {"linf_255": d.linf_255.tolist(), "l2_255": d.l2_255.tolist(), **d.summary()},
-        "files": {n + ".png": {"linf_255": float(a), "l2_255": float(b)} for n, a, b in zip(names, d.linf_255, d.l2_255)},
-        "input": str(in_dir),
-    }
-    atomic_write_bytes(out_dir / "protection.json", json.dumps(record, indent=2, default=str).encode())
-    console.print(f"{prot.name}: {len(names)} images, {seconds:.1f} s; measured L-inf "
-                  f"{d.summary()['linf_max_255']:.0f}/255 (nominal {format_budget(prot.eps)}), "
-                  f"mean L2 {d.summary()['l2_mean_255']:.1f}/255 -> {out_dir}")
+    surrogates = load_surrogates(model, dtype=dtype, gradient_checkpointing=gradient_checkpointing)
+    with progress_bar(console, "steps", transient=True) as bar, stages.output.staged(out_dir) as work:
+        task = bar.add_task(f"{method} on {in_dir}", total=steps)
+        record = stages.protect(in_dir, work, method=method, surrogates=surrogates, eps=budget, steps=steps,
+                                prompt=prompt, class_prompt=class_prompt, options=_parse_options(option),
+                                resolution=resolution, seed=seed, class_images=classes,
+                                progress=lambda done, total: bar.update(task, completed=done, total=total),
+                                extra={"model": model, "dtype": dtype, "input": str(in_dir)})
+    m = record["measured"]
+    console.print(f"{record['method']}: {len(record['files'])} images, {record['seconds']:.1f} s; measured L-inf "
+                  f"{m['linf_max_255']:.0f}/255 (nominal {format_budget(record['eps_nominal'])}), "
+                  f"mean L2 {m['l2_mean_255']:.1f}/255 -> {out_dir}")
 
 
 @app.command()
@@ -267,49 +223,21 @@ def purify(
     device: str = typer.Option(None, help="cuda / mps / cpu (default: best available)."),
     skip_bad: bool = typer.Option(False, help="Skip unreadable or too-small files (listed) instead of stopping."),
 ) -> None:
-    """Purify every image of IN_DIR; write PNGs and purification.json (config, seconds per image, device)."""
-    import shutil
-    import tempfile
-
-    from .images import atomic_write_bytes, read_images, save_images
-    from .models.device import pick_device
-    from .purify import create_purifier
-
-    loaded = read_images(in_dir, resolution or None, on_error="skip" if skip_bad else "raise")
-    if loaded.problems:
-        console.print(f"[yellow]skipped {len(loaded.problems)} bad file(s): "
-                      f"{', '.join(p.name for p in loaded.problems)}[/yellow]")
-    dev = str(pick_device(device))
-    kw = {**_parse_options(option), "seed": seed, "device": dev}
-    if model is not None:
-        kw["model"] = model
-    if weights is not None:
-        kw["weights"] = weights
-    try:
-        purifier = create_purifier(method, **kw)
-    except TypeError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--option") from None
-    per_image, outputs = [], []
-    with console.status(f"{method} on {len(loaded.paths)} images"):
-        for i in range(loaded.images.shape[0]):
-            outputs.append(purifier(loaded.images[i : i + 1]))
-            per_image.append(purifier.stats["seconds"])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".purify-", dir=out_dir))
-    try:
-        names = [p.stem for p in loaded.paths]
-        for img, name in zip(outputs, names):
-            save_images(img, tmp, [name])
-        for f in sorted(tmp.glob("*.png")):
-            f.replace(out_dir / f.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    record = {"method": method, "config": purifier.config(), "device": dev, "input": str(in_dir),
-              "resolution": resolution, "seconds_per_image": dict(zip([n + ".png" for n in names], per_image)),
-              "mean_seconds_per_image": sum(per_image) / len(per_image),
-              "skipped": {str(k): v for k, v in loaded.problems.items()}}
-    atomic_write_bytes(out_dir / "purification.json", json.dumps(record, indent=2, default=str).encode())
-    console.print(f"{method}: {len(names)} images, {record['mean_seconds_per_image']:.2f} s / image -> {out_dir}")
+    """Purify every image of IN_DIR (outputs at the input size); write PNGs and purification.json
+    (config, seconds per image, device; PSNR / SSIM / LPIPS against IN_DIR/clean when present)."""
+    options = _parse_options(option)
+    options.update({k: v for k, v in {"model": model, "weights": weights}.items() if v is not None})
+    clean = sorted((in_dir / "clean").glob("*.png")) if (in_dir / "clean").is_dir() else None
+    with console.status(f"{method} on {in_dir}"), stages.output.staged(out_dir) as work:
+        try:
+            record = stages.purify(in_dir, work, method=method, options=options, resolution=resolution or None,
+                                   seed=seed, device=device, clean=clean, skip_bad=skip_bad, extra={"input": str(in_dir)})
+        except TypeError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--option") from None
+    if record["skipped"]:
+        console.print(f"[yellow]skipped {len(record['skipped'])} bad file(s): "
+                      f"{', '.join(Path(p).name for p in record['skipped'])}[/yellow]")
+    console.print(f"{method}: {len(record['files'])} images, {record['seconds_per_image']:.2f} s / image -> {out_dir}")
 
 
 @app.command()
@@ -322,15 +250,9 @@ def bench(
     device: str = typer.Option(None, help="cuda / mps / cpu (default: best available)."),
 ) -> None:
     """Run a grid of protect / purify / train / sample / evaluate stages; finished stages are never redone."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+    from .bench import Runner, load_config
 
-    from .bench import ConfigError, Runner, load_config
-
-    try:
-        cfg = load_config(config)
-    except ConfigError as exc:
-        Console(stderr=True).print(f"[red]{escape(str(exc))}[/red]")
-        raise typer.Exit(2) from None
+    cfg = load_config(config)
     chosen = executor or cfg.executor
     if chosen not in ("local", "ray"):
         raise typer.BadParameter(f"executor must be local or ray, not {chosen!r}", param_hint="--executor")
@@ -347,8 +269,7 @@ def bench(
     if dry_run:
         return
     out.mkdir(parents=True, exist_ok=True)
-    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn(), console=console) as bar:
+    with progress_bar(console, "steps") as bar:
         task = bar.add_task("stages", total=len(runner.specs))
 
         def tick(spec, state):
@@ -405,46 +326,40 @@ def report(run_dir: Path = typer.Argument(..., help="A `cloakbench bench` run fo
     console.print(f"wrote {build(run_dir)}")
 
 
-PAPER_PROMPTS = ["a photo of sks person", "a dslr portrait of sks person"]
-
-
 @app.command()
 def train(
     out_dir: Path = typer.Argument(..., help="Output folder (model or LoRA, config, log, checkpoints)."),
     model: str = typer.Option("tiny", help="Base model: hub id, diffusers folder, single file or 'tiny'."),
     instance_dir: Path = typer.Option(..., help="The subject's (protected / purified) images."),
     class_dir: Path = typer.Option(None, help="Class images; filled up to --num-class-images by generation."),
-    num_class_images: int = typer.Option(200, help="Class images for prior preservation (paper: 200)."),
+    num_class_images: int = typer.Option(protocol.NUM_CLASS_IMAGES, help="Class images for prior preservation (paper: 200)."),
     prior: bool = typer.Option(True, help="Prior preservation (paper: on, weight 1.0)."),
     lora: bool = typer.Option(False, help="Train LoRA adapters instead of the full UNet + text encoder."),
     lora_rank: int = typer.Option(4, help="LoRA rank."),
     lora_text_encoder: bool = typer.Option(False, help="Also LoRA on the text encoder."),
     cdl: bool = typer.Option(False, help="Contrastive Decoupling Learning prompts."),
-    noise: str = typer.Option("bhj noisy pattern", help="CDL noise phrase."),
+    noise: str = typer.Option(protocol.CDL_NOISE, help="CDL noise phrase."),
     new_token: str = typer.Option(None, help="CDL extension: a new lowercase token with a learned embedding."),
-    steps: int = typer.Option(1000, help="Training steps (paper: 1000)."),
-    lr: float = typer.Option(None, help="Learning rate (default 5e-7 full, 1e-4 LoRA)."),
+    steps: int = typer.Option(protocol.DREAMBOOTH_STEPS, help="Training steps (paper: 1000)."),
+    lr: float = typer.Option(None, help=f"Learning rate (default {protocol.LR_FULL:g} full, {protocol.LR_LORA:g} LoRA)."),
     resolution: int = typer.Option(512, help="Training resolution (resize + center crop)."),
-    instance_prompt: str = typer.Option("a photo of sks person"),
-    class_prompt: str = typer.Option("a photo of person"),
+    instance_prompt: str = typer.Option(protocol.INSTANCE_PROMPT),
+    class_prompt: str = typer.Option(protocol.CLASS_PROMPT),
     mixed_precision: str = typer.Option("no", help="no, bf16 or fp16."),
     use_8bit_adam: bool = typer.Option(False, "--8bit-adam", help="bitsandbytes AdamW8bit (CUDA only)."),
     gradient_checkpointing: bool = typer.Option(False),
     checkpoint_every: int = typer.Option(100, help="Checkpoint every N steps (0: only on interruption)."),
-    class_steps: int = typer.Option(50, help="Sampling steps for generated class images."),
+    class_steps: int = typer.Option(protocol.CLASS_IMAGE_STEPS, help="Sampling steps for generated class images."),
     seed: int = typer.Option(0),
     resume: bool = typer.Option(False, help="Continue from the last checkpoint in OUT_DIR."),
 ) -> None:
     """DreamBooth / LoRA fine-tuning with optional CDL; resumable (Ctrl-C saves a checkpoint)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
-
-    from .images import read_images
     from .models import load_model
-    from .personalize import CDLPolicy, DreamBoothTrainer, TrainConfig, prepare_class_images
+    from .personalize import CDLPolicy, TrainConfig
+    from .personalize.class_images import cache_dir
 
-    cfg = TrainConfig(instance_prompt=instance_prompt, class_prompt=class_prompt, steps=steps,
-                      lr=lr if lr is not None else (1e-4 if lora else 5e-7), lora=lora, lora_rank=lora_rank,
-                      lora_text_encoder=lora_text_encoder, prior_weight=1.0 if prior else 0.0,
+    cfg = TrainConfig(instance_prompt=instance_prompt, class_prompt=class_prompt, steps=steps, lr=lr, lora=lora,
+                      lora_rank=lora_rank, lora_text_encoder=lora_text_encoder, prior_weight=1.0 if prior else 0.0,
                       num_class_images=num_class_images, class_steps=class_steps, resolution=resolution,
                       mixed_precision=mixed_precision, use_8bit_adam=use_8bit_adam,
                       gradient_checkpointing=gradient_checkpointing, checkpoint_every=checkpoint_every, seed=seed,
@@ -455,19 +370,18 @@ def train(
         raise typer.BadParameter(str(exc)) from None
     if (out_dir / "personalized.json").exists() and not resume:
         raise typer.BadParameter(f"{out_dir} already holds a trained model", param_hint="OUT_DIR")
-    instances = read_images(instance_dir, resolution).images
     base = load_model(model)
-    classes = None
     if prior:
-        classes = prepare_class_images(base, num_class_images, class_prompt, class_dir, seed=seed, steps=class_steps,
-                                       resolution=resolution)
-    trainer = DreamBoothTrainer(base, cfg, out_dir)
-    console.print(f"instance prompt: {trainer.instance_prompt!r}" + (f"; class prompt: {trainer.class_prompt!r}" if prior else ""))
-    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn(), console=console, transient=True) as bar:
+        class_dir = class_dir or cache_dir(base, class_prompt, seed, class_steps, cfg.class_guidance, resolution)
+        stages.class_images(base, class_dir, n=num_class_images, prompt=class_prompt, steps=class_steps,
+                            resolution=resolution, seed=seed)
+    console.print(f"instance prompt: {cfg.cdl.instance_prompt(instance_prompt)!r}"
+                  + (f"; class prompt: {cfg.cdl.class_prompt(class_prompt)!r}" if prior else ""))
+    with progress_bar(console, "steps", transient=True) as bar:
         task = bar.add_task("training", total=steps)
-        result = trainer.fit(instances, classes, resume=resume,
-                             progress=lambda s, n, loss: bar.update(task, completed=s, description=f"loss {loss:.4f}"))
+        result = stages.train(instance_dir, out_dir, model=base, cfg=cfg, class_dir=class_dir if prior else None,
+                              resume=resume,
+                              progress=lambda s, n, loss: bar.update(task, completed=s, description=f"loss {loss:.4f}"))
     console.print(f"trained {steps} steps (resumed from {result['resumed_from']}) in {result['seconds']:.1f} s -> {out_dir}")
 
 
@@ -476,51 +390,28 @@ def sample(
     out_dir: Path = typer.Argument(..., help="Output folder for PNGs and sample.json."),
     model: str = typer.Option(..., help="A training output folder, a diffusers folder, a hub id or 'tiny'."),
     prompt: list[str] = typer.Option(None, help="Prompt (repeatable); default: the paper's two."),
-    n: int = typer.Option(16, "-n", help="Images per prompt (paper: 16)."),
+    n: int = typer.Option(protocol.SAMPLES_PER_PROMPT, "-n", help="Images per prompt (paper: 16)."),
     qes: bool = typer.Option(False, help="Quality-enhanced sampling (negative prompt, 100 steps, CDL suffix)."),
     suffix: bool = typer.Option(None, help="Force the ', without <noise>' suffix on/off (default: on iff CDL-trained)."),
     steps: int = typer.Option(None, help="Sampling steps (default 100 with --qes, else 50)."),
-    guidance: float = typer.Option(7.5),
-    negative: str = typer.Option(None, help="Negative prompt (QES default 'noisy, lowres, artifact, pattern')."),
+    guidance: float = typer.Option(protocol.GUIDANCE),
+    negative: str = typer.Option(None, help=f"Negative prompt (QES default {protocol.QES_NEGATIVE!r})."),
     scheduler: str = typer.Option("pndm", help="pndm, ddim or dpm."),
     extra_scale: float = typer.Option(0.0, help="Extra negative guidance on the noise phrase (0: off)."),
     seed: int = typer.Option(0),
     batch_size: int = typer.Option(4),
 ) -> None:
     """Generate images with our CFG loop; --qes applies the paper's quality-enhanced sampling."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress
-
-    from .images import atomic_write_bytes, save_images
-    from .models import load_model
-    from .personalize import CDLPolicy, load_personalized
-    from .sample import SampleConfig, generate, qes_config
-
-    prompts = prompt or PAPER_PROMPTS
-    trained = Path(model) / "personalized.json"
-    meta = json.loads(trained.read_text()) if trained.is_file() else {}
-    cdl = CDLPolicy(**meta.get("config", {}).get("cdl", {}))
-    if qes:
-        cfg = qes_config(cdl, suffix=suffix, steps=steps or 100, guidance=guidance, extra_scale=extra_scale)
-        if negative is not None:
-            cfg.negative_prompt = negative
-    else:
-        cfg = SampleConfig(steps=steps or 50, guidance=guidance, negative_prompt=negative or "",
-                           suffix=cdl.sample_prompt("") if suffix else "", extra_prompt=cdl.noise if extra_scale else None,
-                           extra_scale=extra_scale)
-    cfg.scheduler, cfg.batch_size = scheduler, batch_size
     if n < 1:
         raise typer.BadParameter("n must be >= 1", param_hint="-n")
-    m = load_personalized(model) if trained.is_file() or Path(model).is_dir() else load_model(model)
-    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), console=console,
-                  transient=True) as bar:
+    prompts = prompt or list(protocol.SAMPLE_PROMPTS)
+    with progress_bar(console, "count", transient=True) as bar, stages.output.staged(out_dir) as work:
         task = bar.add_task("sampling", total=len(prompts) * n)
-        images = generate(m, prompts, n, cfg, seed=seed, progress=lambda d, t: bar.update(task, completed=d))
-    names = [f"p{i}-{j:03d}" for i in range(len(prompts)) for j in range(n)]
-    save_images(images, out_dir, names)
-    record = {"model": model, "prompts": prompts, "n": n, "seed": seed, "qes": qes, "config": cfg.as_dict(),
-              "files": {f"{nm}.png": {"prompt": prompts[k // n] + cfg.suffix, "seed": seed + k} for k, nm in enumerate(names)}}
-    atomic_write_bytes(out_dir / "sample.json", json.dumps(record, indent=2).encode())
-    console.print(f"{len(names)} images -> {out_dir}")
+        record = stages.sample(model, work, prompts=prompts, n=n, qes=qes, seed=seed,
+                               progress=lambda d, t: bar.update(task, completed=d), steps=steps, guidance=guidance,
+                               negative=negative, suffix=suffix, extra_scale=extra_scale, scheduler=scheduler,
+                               batch_size=batch_size)
+    console.print(f"{len(record['files'])} images -> {out_dir}")
 
 
 def _fmt(v) -> str:
@@ -538,40 +429,24 @@ def evaluate(
     json_out: Path = typer.Option(None, "--json", help="Write results with per-image values here."),
 ) -> None:
     """Score GEN_DIR with identity, quality, fidelity and budget metrics; print a table, write JSON."""
-    from .images import read_images
-    from .metrics import create_metric
+    from .stages.output import write_record
 
-    gen = read_images(gen_dir, size or None)
-    refs = read_images(reference, size or None).images if reference is not None else None
-    results = []
-    for name in [m.strip() for m in metrics.split(",") if m.strip()]:
-        kw = {}
-        base = name.split("[")[0]
-        if clip and base in ("clip_iqac", "q"):
-            kw["clip"] = clip
-        if liqe and base in ("liqe", "q"):
-            kw["weights" if base == "liqe" else "liqe"] = liqe
-        metric = create_metric(name, **kw)
-        if metric.needs_reference and refs is None:
-            raise typer.BadParameter(f"metric {name} needs --reference", param_hint="--reference")
-        results.append(metric(gen.images, refs))
-    table = Table(title=f"cloakbench evaluate {gen_dir} ({len(gen.paths)} images)")
+    options = {"clip_iqac": {"clip": clip} if clip else {}, "liqe": {"weights": liqe} if liqe else {},
+               "q": {**({"clip": clip} if clip else {}), **({"liqe": liqe} if liqe else {})}}
+    ev = stages.evaluate(gen_dir, reference, metrics=[m.strip() for m in metrics.split(",") if m.strip()],
+                         size=size or None, reference_size=size or None, options=options)
+    table = Table(title=f"cloakbench evaluate {gen_dir} ({len(ev.files)} images)")
     for col in ("metric", "value", "better", "n", "no face", "notes"):
         table.add_column(col)
-    for r in results:
+    for r in ev.results:
         better = {True: "higher", False: "lower", None: "-"}[r.higher_better]
         notes = ", ".join(f"{k}={_fmt(v) if isinstance(v, float) else v}" for k, v in r.details.items()
                           if k in ("verification_rate", "verified_mean", "ims_ip", "ims_vgg", "units"))
         table.add_row(escape(r.name), _fmt(r.value), better, str(r.n), "-" if r.n_no_face is None else str(r.n_no_face), notes)
     console.print(table)
     if json_out is not None:
-        from .images import atomic_write_bytes
-
-        files = [p.name for p in gen.paths]
-        payload = {"images": str(gen_dir), "reference": None if reference is None else str(reference),
-                   "size": size, "metrics": {r.name: {**r.as_dict(), "per_image": dict(zip(files, r.per_image))}
-                                             for r in results}}
-        atomic_write_bytes(Path(json_out), json.dumps(payload, indent=2, default=str).encode())
+        write_record(json_out.parent, json_out.name, {"images": str(gen_dir), "size": size, "metrics": ev.as_dict(),
+                                                       "reference": None if reference is None else str(reference)})
         console.print(f"wrote {json_out}")
 
 
@@ -593,13 +468,13 @@ def analyze(
     out: Path = typer.Option(Path("analysis"), help="Output folder for misalignment.json and plots."),
     concepts: str = typer.Option("a photo of a person|a photo of noise pattern",
                                  help="'|'-separated concept prompts; the first is the subject."),
-    prompt: str = typer.Option("a photo of sks person", help="Training prompt for image-prompt alignment."),
+    prompt: str = typer.Option(protocol.INSTANCE_PROMPT, help="Training prompt for image-prompt alignment."),
     size: int = typer.Option(512, help="Resize / center-crop size when loading."),
 ) -> None:
     """The paper's latent-misalignment analysis (CLIP concept rates, embedding shift, 2-D projections)."""
     from .analysis import analyze as run
     from .images import read_images
-    from .models.clip import load_clip
+    from .models import load_clip
 
     model = load_clip(clip)
     sets = {d.name if d.name not in ("", ".") else str(d): read_images(d, size).images for d in dirs}
@@ -632,7 +507,8 @@ def mini_train(
     from dataclasses import replace
 
     from .mini.stack import SHIPPED
-    from .mini.train import FULL, QUICK, train_all
+    from .minilab.data import FULL, QUICK
+    from .minilab.train import train_all
 
     cfg = replace(QUICK if quick else FULL, seed=seed)
     manifest = train_all(out or SHIPPED, cfg, log=lambda m: console.print(escape(m)), only=only or None, base=base)
@@ -643,7 +519,7 @@ def mini_train(
 def mini_validate(folder: Path = typer.Argument(None, help="Weights folder (default: the shipped one).")) -> None:
     """Recompute the validation figures of saved mini weights (held-out subjects) into manifest.json."""
     from .mini.stack import weights_dir
-    from .mini.validate import validate_saved
+    from .minilab.validate import validate_saved
 
     validate_saved(folder or weights_dir(), log=lambda m: console.print(escape(m)))
 
@@ -654,14 +530,10 @@ def demo(
     config: Path = typer.Option(None, help="Mini bench YAML (default: the shipped mini-paper.yaml)."),
 ) -> None:
     """The paper's protocol on the mini stack in minutes on a CPU: table, analysis and report.html."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    from .bench import ConfigError
-    from .mini.demo import CONFIG, run_demo
+    from .minilab.demo import CONFIG, run_demo
 
     t0 = time.perf_counter()
-    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as bar:
+    with progress_bar(console, "stages", transient=True) as bar:
         task = bar.add_task("stages", total=None)
 
         def tick(spec, state):
@@ -670,11 +542,7 @@ def demo(
             else:
                 bar.advance(task)
 
-        try:
-            summary = run_demo(out, config=config or CONFIG, progress=tick)
-        except ConfigError as exc:
-            Console(stderr=True).print(f"[red]{escape(str(exc))}[/red]")
-            raise typer.Exit(2) from None
+        summary = run_demo(out, config=config or CONFIG, progress=tick)
     metric = summary["identity_metric"]
     table = Table(title=escape(f"mini paper protocol: identity ({metric}) and quality of DreamBooth samples"),
                   caption=f"{summary['identities']} subject(s) x {summary['seeds']} seed(s) x {summary['samples']} samples "

@@ -132,7 +132,7 @@ def mini_checks(subjects: int = 36, photos: int = 4, seed: int = 12345) -> list[
     try:
         from .mini import world
         from .mini.stack import load_stack
-        from .mini.validate import pair_similarities, quality_scores, roc_auc
+        from .minilab.validate import pair_similarities, quality_scores, roc_auc
 
         t0 = time.perf_counter()
         stack = load_stack()

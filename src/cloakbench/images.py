@@ -31,21 +31,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .errors import ImageError
+
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 DEFAULT_SIZE = 512  # paper §Fine-tuning: 512 px, center crop
 DEFAULT_MIN_SIZE = 64  # smaller inputs are refused rather than silently upscaled 8x or more
-
-
-class ImageError(ValueError):
-    """Bad image input. ``problems`` maps each offending path (or folder) to a reason."""
-
-    def __init__(self, problems: dict[Path, str]) -> None:
-        self.problems = dict(problems)
-        lines = [f"  {p}: {why}" for p, why in self.problems.items()]
-        head = f"{len(self.problems)} bad image input(s):" if len(self.problems) > 1 else "bad image input:"
-        super().__init__("\n".join([head, *lines]))
 
 
 # ----------------------------------------------------------------------------- listing

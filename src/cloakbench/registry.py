@@ -17,14 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from .errors import UnknownNameError
+
 T = TypeVar("T")
-
-
-class UnknownNameError(KeyError):
-    """Raised for a name that is not registered; the message lists close matches and all names."""
-
-    def __str__(self) -> str:  # KeyError quotes its argument; we want a readable sentence
-        return str(self.args[0])
 
 
 @dataclass

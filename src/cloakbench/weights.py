@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import WeightError
+
 CHUNK = 1 << 20
 log = logging.getLogger(__name__)
 
@@ -43,10 +45,6 @@ class WeightSpec:
     @property
     def file(self) -> str:
         return self.filename or self.url.rsplit("/", 1)[-1]
-
-
-class WeightError(RuntimeError):
-    """Base class of weights-manager errors."""
 
 
 class MissingWeightError(WeightError, FileNotFoundError):

@@ -14,6 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ..errors import ConfigError
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -103,14 +105,6 @@ class BenchConfig(Strict):
 def prompts(cfg: "BenchConfig") -> tuple[str, str]:
     """The training (instance, class) prompts of a config."""
     return (cfg.instance_prompt or f"a photo of sks {cfg.subject}", cfg.class_prompt or f"a photo of {cfg.subject}")
-
-
-class ConfigError(ValueError):
-    """All problems of a config, each as ``key: message``."""
-
-    def __init__(self, path: str, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__(f"{path}: {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems))
 
 
 def _semantic(cfg: BenchConfig, base: Path) -> list[str]:

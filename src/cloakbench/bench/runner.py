@@ -19,9 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
 
-from ..images import IMAGE_SUFFIXES, atomic_write_bytes, parse_budget, read_images, save_images
+from .. import protocol, stages
+from ..images import IMAGE_SUFFIXES, atomic_write_bytes, parse_budget
 from .config import BenchConfig, prompts
 from .spec import Spec, files_hash
 from .store import write_rows
@@ -106,13 +106,6 @@ def _label(prot) -> str:
     if prot.method.lower() == "none":
         return "none"
     return prot.method + (f"@{prot.eps}" if prot.eps is not None else "")
-
-
-def _min_size(params: dict) -> int:
-    """Refuse inputs smaller than the stage resolution (or 64 px), never upscale tiny files silently."""
-    from ..images import DEFAULT_MIN_SIZE
-
-    return min(DEFAULT_MIN_SIZE, int(params["resolution"]))
 
 
 def versions() -> dict[str, str]:
@@ -208,126 +201,66 @@ class Runner:
                 "device": self.device, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
         atomic_write_bytes(final / "DONE.json", json.dumps(done, indent=2, default=str).encode())
 
-    # ------------------------------------------------------------------ stages
+    # ------------------------------------------------------------------ stages (cloakbench.stages does the work)
     def _model(self):
         from ..models import load_model
 
         return load_model(self.cfg.model, device=self.device)
 
     def _stage_protect(self, spec: Spec, work: Path) -> dict[str, Any]:
-        from ..images import perturbation_norms
-        from ..protect import create_protection
+        from ..stages.protect import load_surrogates
 
         p = spec.params
-        paths = self._input_paths(spec.inputs["images"])
-        x = read_images(paths, p["resolution"], min_size=_min_size(p)).images
-        kw = {k: v for k, v in (("eps", p["eps"]), ("steps", p["steps"])) if v is not None}
-        if "prompts" in p:  # the protector expects the mimic's prompts (Anti-DreamBooth: "a photo of sks person")
-            kw.update(prompt=p["prompts"][0], class_prompt=p["prompts"][1])
-        prot = create_protection(p["method"], **{**kw, **p["options"]})
-        if p.get("models"):
-            from ..models import load_model
-
-            surrogate = [load_model(m, device=self.device) for m in p["models"]]
-        else:
-            surrogate = self._model()
-        adv = prot(x, surrogate, seed=p["seed"])
-        save_images(adv, work, [q.stem for q in paths])
-        d = perturbation_norms(x, adv)
-        return {"files": [q.stem + ".png" for q in paths], "sources": [str(q) for q in paths], "measured": d.summary(),
-                "config": prot.config()}
+        instance_prompt, class_prompt = p.get("prompts", (protocol.INSTANCE_PROMPT, protocol.CLASS_PROMPT))
+        return stages.protect(self._input_paths(spec.inputs["images"]), work, method=p["method"],
+                              surrogates=load_surrogates(p.get("models") or [self.cfg.model], device=self.device),
+                              eps=p["eps"], steps=p["steps"], prompt=instance_prompt, class_prompt=class_prompt,
+                              options=p["options"], resolution=p["resolution"], seed=p["seed"])
 
     def _stage_purify(self, spec: Spec, work: Path) -> dict[str, Any]:
-        from ..purify import create_purifier
-
         p = spec.params
-        paths = self._input_paths(spec.inputs["images"])
-        x = read_images(paths, p["resolution"], min_size=_min_size(p)).images
-        pur = create_purifier(p["method"], seed=p["seed"], device=self.device, **p["options"])
-        out = pur(x)
-        if out.shape[-2:] != x.shape[-2:]:
-            out = torch.nn.functional.interpolate(out, size=x.shape[-2:], mode="bicubic", antialias=True,
-                                                  align_corners=False).clamp(0, 1)
-        save_images(out, work, [q.stem for q in paths])
-        return {"seconds_per_image": pur.stats["seconds_per_image"], "config": pur.config(),
-                "fidelity": self._fidelity(spec.inputs["images"], out)}
+        return stages.purify(self._input_paths(spec.inputs["images"]), work, method=p["method"], options=p["options"],
+                             resolution=p["resolution"], seed=p["seed"], device=self.device,
+                             clean=self._clean_sources(spec.inputs["images"]))
 
-    def _fidelity(self, key: str, purified: torch.Tensor) -> dict[str, float | None]:
-        """PSNR / SSIM / LPIPS of purified images against their clean sources (the paper's Table 2
-        reports LPIPS per purifier); LPIPS is None when its package or weights are missing."""
-        from ..metrics import create_metric
-
+    def _clean_sources(self, key: str) -> list[Path]:
+        """The unprotected files behind an input: the files themselves, or the protect stage's inputs."""
         if key.startswith("files:"):
-            clean_paths = self.files[key]
-        else:
-            up = self.by_hash[key]
-            clean_paths = self.files[up.inputs["images"]] if up.inputs.get("images", "").startswith("files:") else []
-        if len(clean_paths) != purified.shape[0]:
-            return {}
-        clean = read_images(clean_paths, purified.shape[-1], min_size=None).images
-        out: dict[str, float | None] = {}
-        for name in ("psnr", "ssim", "lpips"):
-            try:
-                out[name] = create_metric(name)(purified, clean).value
-            except Exception as exc:  # noqa: BLE001 - a missing optional metric is recorded, not fatal
-                log.info("fidelity %s unavailable: %s", name, exc)
-                out[name] = None
-        return out
+            return self.files[key]
+        up = self.by_hash[key].inputs.get("images", "")
+        return self.files[up] if up.startswith("files:") else []
 
     def _stage_class_images(self, spec: Spec, work: Path) -> dict[str, Any]:
-        from ..personalize import prepare_class_images
-
         p = spec.params
-        prepare_class_images(self._model(), p["n"], p["prompt"], work, seed=p["seed"], steps=p["steps"],
-                             resolution=p["resolution"])
-        return {"n": p["n"]}
+        return stages.class_images(self._model(), work, n=p["n"], prompt=p["prompt"], steps=p["steps"],
+                                   resolution=p["resolution"], seed=p["seed"])
 
     def _stage_train(self, spec: Spec, work: Path) -> dict[str, Any]:
-        from ..personalize import CDLPolicy, DreamBoothTrainer, TrainConfig
+        from ..personalize import CDLPolicy, TrainConfig
 
         p, r = spec.params, spec.params["recipe"]
-        inst = read_images(self._input_paths(spec.inputs["instances"]), p["resolution"], min_size=_min_size(p)).images
-        cls = (read_images(self._input_paths(spec.inputs["classes"]), p["resolution"], min_size=_min_size(p)).images
-               if "classes" in spec.inputs else None)
-        instance_prompt, class_prompt = p.get("prompts", ["a photo of sks person", "a photo of person"])
-        cfg = TrainConfig(instance_prompt=instance_prompt, class_prompt=class_prompt,
-                          steps=r["steps"], lr=r["lr"] or (1e-4 if r["lora"] else 5e-7), lora=r["lora"],
-                          lora_rank=r["lora_rank"], prior_weight=1.0 if r["prior"] else 0.0,
-                          resolution=p["resolution"], seed=p["seed"], checkpoint_every=max(1, r["steps"] // 4),
-                          cdl=CDLPolicy(enabled=r["cdl"]))
-        result = DreamBoothTrainer(self._model(), cfg, work).fit(inst, cls, resume=True)
-        return {"steps": result["steps"], "resumed_from": result["resumed_from"],
-                "instance_prompt": result["instance_prompt"], "final_loss": result["losses"][-1] if result["losses"] else None}
+        instance_prompt, class_prompt = p.get("prompts", (protocol.INSTANCE_PROMPT, protocol.CLASS_PROMPT))
+        cfg = TrainConfig(instance_prompt=instance_prompt, class_prompt=class_prompt, steps=r["steps"], lr=r["lr"],
+                          lora=r["lora"], lora_rank=r["lora_rank"], prior_weight=1.0 if r["prior"] else 0.0,
+                          num_class_images=r["num_class_images"], resolution=p["resolution"], seed=p["seed"],
+                          checkpoint_every=max(1, r["steps"] // 4), cdl=CDLPolicy(enabled=r["cdl"]))
+        classes = self.folder(self.by_hash[spec.inputs["classes"]]) if "classes" in spec.inputs else None
+        return stages.train(self._input_paths(spec.inputs["instances"]), work, model=self._model(), cfg=cfg,
+                            class_dir=classes, resume=True)
 
     def _stage_sample(self, spec: Spec, work: Path) -> dict[str, Any]:
-        from ..personalize import CDLPolicy, load_personalized
-        from ..sample import SampleConfig, generate, qes_config
-
         p = spec.params
-        folder = self.folder(self.by_hash[spec.inputs["model"]])
-        meta = json.loads((folder / "personalized.json").read_text())
-        cdl = CDLPolicy(**meta["config"]["cdl"])
-        cfg = qes_config(cdl, steps=p["steps"] or 100) if p["qes"] else SampleConfig(steps=p["steps"] or 50)
-        model = load_personalized(folder, device=self.device)
-        imgs = generate(model, p["prompts"], p["n"], cfg, seed=p["seed"])
-        save_images(imgs, work, [f"p{i}-{j:03d}" for i in range(len(p["prompts"])) for j in range(p["n"])])
-        return {"config": cfg.as_dict()}
+        record = stages.sample(self.folder(self.by_hash[spec.inputs["model"]]), work, prompts=p["prompts"], n=p["n"],
+                               qes=p["qes"], steps=p["steps"], seed=p["seed"], device=self.device)
+        return {"config": record["config"]}
 
     def _stage_evaluate(self, spec: Spec, work: Path) -> dict[str, Any]:
-        from ..metrics import create_metric
-
         p = spec.params
-        gen = read_images(self._input_paths(spec.inputs["images"]), None, min_size=None).images
-        refs = read_images(self._input_paths(spec.inputs["references"]), p["resolution"], min_size=_min_size(p)).images
-        rows, results = [], {}
+        ev = stages.evaluate(self._input_paths(spec.inputs["images"]), self._input_paths(spec.inputs["references"]),
+                             metrics=p["metrics"], reference_size=p["resolution"])
+        stages.write_metrics(work, ev)
         prov = {"versions": versions(), "device": self.device}
-        for name in p["metrics"]:
-            t0 = time.perf_counter()
-            m = create_metric(name)
-            r = m(gen, refs if m.needs_reference else None)
-            results[r.name] = r.as_dict()
-            rows.append({"spec_hash": spec.hash, "metric": r.name, "value": r.value, "n": r.n, "n_no_face": r.n_no_face,
-                         **spec.labels, "details": r.details, "provenance": {**prov, "seconds": time.perf_counter() - t0}})
-        atomic_write_bytes(work / "metrics.json", json.dumps(results, indent=2, default=str).encode())
-        write_rows(self.db, rows)
-        return {"metrics": list(results)}
+        write_rows(self.db, [{"spec_hash": spec.hash, "metric": r.name, "value": r.value, "n": r.n,
+                              "n_no_face": r.n_no_face, **spec.labels, "details": r.details,
+                              "provenance": {**prov, "seconds": ev.seconds[r.name]}} for r in ev.results])
+        return {"metrics": [r.name for r in ev.results]}

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from ..images import to_uint8
-from ..models.clip import DEFAULT_CLIP, Clip, load_clip, openai_to_hf
+from ..models.clip import DEFAULT_CLIP, Clip, openai_to_hf
+from ..models.loading import load_clip
 from .base import Metric, MetricResult, nanmean, register_metric
 
 

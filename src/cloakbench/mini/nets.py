@@ -121,3 +121,10 @@ class IdentityNet(nn.Module):
 def build_identity(seed: int = 0, n_classes: int = 504) -> IdentityNet:
     torch.manual_seed(seed)
     return IdentityNet(n_classes)
+
+
+def text_encoder_from(clip):
+    """A copy of the CLIP text tower (a transformers ``CLIPTextModel``), as SD's text encoder."""
+    import copy
+
+    return copy.deepcopy(clip.text_model).eval().requires_grad_(False)

@@ -17,14 +17,11 @@ from pathlib import Path
 
 import torch
 
+from ..errors import MiniWeightsError
 from . import nets
 
 SHIPPED = Path(__file__).parent / "shipped"
 PARTS = ("clip", "vae", "unet", "pixel", "vq", "sr", "identity")
-
-
-class MiniWeightsError(FileNotFoundError):
-    """The mini weights are missing; the message says how to train them."""
 
 
 def weights_dir() -> Path:
@@ -101,13 +98,12 @@ class MiniStack:
         from ..models.bundle import DiffusionModel
         from ..models.tiny import SD_BETAS
         from ..models.tokenizer import clip_tokenizer
-        from .train import text_encoder_from
 
         pt = self.manifest.get("prediction_type", "epsilon")  # v1/v2 weights predate the key
         sampler = PNDMScheduler(**SD_BETAS, prediction_type=pt, skip_prk_steps=True, set_alpha_to_one=False,
                                 steps_offset=1)
         return DiffusionModel(
-            vae=copy.deepcopy(self.vae), unet=copy.deepcopy(self.unet), text_encoder=text_encoder_from(self.clip.model),
+            vae=copy.deepcopy(self.vae), unet=copy.deepcopy(self.unet), text_encoder=nets.text_encoder_from(self.clip.model),
             tokenizer=clip_tokenizer(), noise_scheduler=DDPMScheduler(**SD_BETAS, prediction_type=pt, clip_sample=False),
             scheduler_config=dict(sampler.config), source=f"mini:{self.folder}",
         )

@@ -193,3 +193,10 @@ def degrade(x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, list[s
             words.append("blurry")
         out.append(img.clamp(0, 1))
     return torch.stack(out), words
+
+
+def downsample(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Bicubic (antialiased) resize of ``B x 3 x H x W`` in [0, 1] to ``size`` px, clamped; unchanged if already that size."""
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
+    return F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)

@@ -1,27 +1,22 @@
-"""CLIP for metrics and analysis: loading (hub id, folder, OpenAI-format checkpoint), preprocessing, features.
+"""CLIP for metrics and analysis: the :class:`Clip` wrapper (preprocessing, features), tiny test CLIPs,
+and the OpenAI-format checkpoint conversion.
 
 The CLIP model is configuration (default OpenAI ViT-B/32, the one MetaCloak's CLIP metrics and
-LIQE use). Offline, an uncached hub id is a clear error; no number is ever produced without weights.
+LIQE use); :func:`cloakbench.models.loading.load_clip` loads it. Offline, an uncached hub id is a
+clear error; no number is ever produced without weights.
 OpenAI-format state dicts (the ``clip`` package's keys, as in LIQE checkpoints) are converted to
 ``transformers.CLIPModel`` by :func:`openai_to_hf`, with the architecture read from the tensors.
 """
 
 from __future__ import annotations
 
-import logging
-import os
 import re
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from transformers import CLIPConfig, CLIPModel
 
-from .device import pick_device
-from .loading import ModelLoadError, _offline
 from .tokenizer import clip_tokenizer
-
-log = logging.getLogger(__name__)
 
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -81,35 +76,6 @@ class Clip:
 
     def logit_scale(self) -> float:
         return float(self.model.logit_scale.exp())
-
-
-def load_clip(source: str | os.PathLike[str] | Clip = DEFAULT_CLIP, *, device: str | torch.device | None = None) -> Clip:
-    """A :class:`Clip` from a hub id or a ``save_pretrained`` folder (fp32, on ``device``)."""
-    if isinstance(source, Clip):
-        return source
-    text = str(source)
-    if text == "mini":  # the mini stack's CLIP (32 px, trained on the procedural world)
-        from ..mini.stack import load_stack
-
-        return load_stack().clip
-    path = Path(text).expanduser()
-    local = path.is_dir()
-    if not local and (text.startswith((".", "/", "~")) or path.suffix):
-        raise ModelLoadError(f"CLIP model folder {path} does not exist")
-    try:
-        model = CLIPModel.from_pretrained(text, local_files_only=local or _offline(), dtype=torch.float32)
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(
-            f"CLIP model {text!r} is not available{' offline (HF_HUB_OFFLINE=1, not in the HF cache)' if _offline() else ''}: "
-            "pass a local folder saved with save_pretrained, or run where the Hub is reachable "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
-        ) from exc
-    tokenizer = None
-    if local and (path / "tokenizer_config.json").is_file():
-        from transformers import CLIPTokenizer
-
-        tokenizer = CLIPTokenizer.from_pretrained(text)
-    return Clip(model.to(pick_device(device)), tokenizer, source=text)
 
 
 def build_tiny_clip(seed: int = 0, image_size: int = 224, width: int = 64) -> CLIPModel:

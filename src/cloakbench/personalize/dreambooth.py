@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from .. import protocol
 from ..models.bundle import DiffusionModel
 from .cdl import CDLPolicy, add_token
 
@@ -37,18 +38,18 @@ TEXT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 class TrainConfig:
     """DreamBooth settings; defaults are the paper's (full fine-tune, prior preservation, 1000 steps)."""
 
-    instance_prompt: str = "a photo of sks person"
-    class_prompt: str = "a photo of person"
-    steps: int = 1000
-    lr: float = 5e-7
+    instance_prompt: str = protocol.INSTANCE_PROMPT
+    class_prompt: str = protocol.CLASS_PROMPT
+    steps: int = protocol.DREAMBOOTH_STEPS
+    lr: float | None = None  # None: protocol.default_lr(lora), 5e-7 full / 1e-4 LoRA
     train_text_encoder: bool = True
     lora: bool = False
     lora_rank: int = 4
     lora_text_encoder: bool = False
-    prior_weight: float = 1.0
-    num_class_images: int = 200
-    class_steps: int = 50
-    class_guidance: float = 7.5
+    prior_weight: float = protocol.PRIOR_WEIGHT
+    num_class_images: int = protocol.NUM_CLASS_IMAGES
+    class_steps: int = protocol.CLASS_IMAGE_STEPS
+    class_guidance: float = protocol.GUIDANCE
     resolution: int = 512
     mixed_precision: str = "no"  # no | bf16 | fp16
     use_8bit_adam: bool = False
@@ -56,6 +57,10 @@ class TrainConfig:
     checkpoint_every: int = 0  # 0: only on interruption
     seed: int = 0
     cdl: CDLPolicy = field(default_factory=CDLPolicy)
+
+    def __post_init__(self) -> None:
+        if self.lr is None:
+            self.lr = protocol.default_lr(self.lora)
 
     def validate(self) -> None:
         problems = []
@@ -330,6 +335,15 @@ def _load_lora(module: torch.nn.Module, state: dict[str, torch.Tensor], what: st
     if result.unexpected_keys or lora_missing:
         raise ValueError(f"{what} LoRA weights do not match the adapters: unexpected {result.unexpected_keys[:3]}, "
                          f"missing {lora_missing[:3]}")
+
+
+def trained_cdl(path: str | os.PathLike[str]) -> CDLPolicy:
+    """The CDL policy a training output folder was trained with (``personalized.json``); the default
+    (CDL off) for anything else (a diffusers folder, a hub id)."""
+    meta_file = Path(path) / "personalized.json"
+    if not meta_file.is_file():
+        return CDLPolicy()
+    return CDLPolicy(**json.loads(meta_file.read_text()).get("config", {}).get("cdl", {}))
 
 
 def load_personalized(path: str | os.PathLike[str], *, device: str | None = None, dtype: str | torch.dtype = "fp32",

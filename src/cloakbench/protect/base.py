@@ -16,14 +16,15 @@ from typing import Any, ClassVar
 
 import torch
 
+from .. import protocol
 from ..images import check_images, quantize
 from ..models.bundle import DiffusionModel
 from ..registry import Registry
 from .engine import PGD, finalize, run_pgd
 from .transforms import make_transforms
 
-DEFAULT_PROMPT = "a photo of sks person"
-CLASS_PROMPT = "a photo of person"
+DEFAULT_PROMPT = protocol.INSTANCE_PROMPT
+CLASS_PROMPT = protocol.CLASS_PROMPT
 
 PROTECTIONS: Registry["Protection"] = Registry("protection")
 

@@ -54,12 +54,19 @@ class Purifier:
     def purify(self, images: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def purify_same_size(self, images: torch.Tensor) -> torch.Tensor:
+        """Purified images at the input's size: outputs of another size (CodeSR upscales) are resized back
+        with antialiased bicubic interpolation (PIL's bicubic downsizing, as the reference code resizes)."""
+        out = self(images)
+        if out.shape[-2:] != images.shape[-2:]:
+            out = torch.nn.functional.interpolate(out, size=images.shape[-2:], mode="bicubic", antialias=True,
+                                                  align_corners=False).clamp(0, 1)
+        return out
+
     def bpda(self, images: torch.Tensor) -> torch.Tensor:
-        """Purified images whose backward pass is the identity (BPDA). Size must be preserved."""
+        """Purified images (at the input size) whose backward pass is the identity (BPDA)."""
         with torch.no_grad():
-            out = self(images.detach())
-        if out.shape != images.shape:
-            out = torch.nn.functional.interpolate(out, size=images.shape[-2:], mode="bilinear", align_corners=False)
+            out = self.purify_same_size(images.detach())
         return images + (out - images).detach()
 
     def config(self) -> dict[str, Any]:
@@ -99,8 +106,6 @@ class Compose(Purifier):
 def create_purifier(name: str, **overrides: Any) -> Purifier:
     """A registered purifier, or a ``+``-composition; overrides go to every part that accepts them."""
     if "+" in name:
-        from . import codesr  # noqa: F401  (aliases)
-
         parts = []
         for part in name.split("+"):
             cls = PURIFIERS.get(part.strip()).factory

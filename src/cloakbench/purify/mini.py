@@ -12,7 +12,25 @@ from __future__ import annotations
 
 import torch
 
+from ..mini.stack import load_stack
+from ..mini.world import downsample
 from .base import Purifier, register_purifier
+
+
+@torch.no_grad()
+def vq_restore(vq, x: torch.Tensor) -> torch.Tensor:
+    """Codebook restoration of ``B x 3 x 32 x 32`` photos in [0, 1]."""
+    return ((vq.decode(vq.encode(x * 2 - 1).latents).sample + 1) / 2).clamp(0, 1)
+
+
+def codesr(stack, x: torch.Tensor, pre_size: int = 16, restore: bool = True, sr: bool = True) -> torch.Tensor:
+    """CodeSR on the mini stack (the ``codesr-mini`` purifier): codebook restoration of ``B x 3 x 32 x 32``
+    photos in [0, 1], then downsize to ``pre_size`` px and SR x2 back to 32 px."""
+    if restore:
+        x = vq_restore(stack.vq, x)
+    if sr:
+        x = downsample(stack.sr(downsample(x, pre_size)).clamp(0, 1), 32)
+    return x
 
 
 @register_purifier
@@ -23,9 +41,5 @@ class CodeSRMini(Purifier):
 
     @torch.no_grad()
     def purify(self, images):
-        from ..mini.stack import load_stack
-        from ..mini.train import downsample
-        from ..mini.validate import codesr
-
         x = codesr(load_stack(), downsample(images, 32), int(self.pre_size), bool(self.restore), bool(self.sr))
         return downsample(x, images.shape[-1])

@@ -22,6 +22,7 @@ from PIL import Image
 
 from ..images import to_pil
 from .base import Purifier, register_purifier
+from .spandrel_io import load_restorer, resolve_weights
 
 DEFAULT_UPSCALER = "stabilityai/stable-diffusion-x4-upscaler"
 
@@ -88,8 +89,6 @@ class SpandrelSR(Purifier):
 
     def __init__(self, **kw):
         super().__init__(**kw)
-        from .codeformer import load_restorer, resolve_weights
-
         self.desc = load_restorer(resolve_weights(str(self.weights)), str(self.device or "cpu"))
 
     @torch.no_grad()

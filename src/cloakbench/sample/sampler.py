@@ -21,10 +21,11 @@ from typing import Any
 
 import torch
 
+from .. import protocol
 from ..models.bundle import DiffusionModel
 from ..personalize.cdl import CDLPolicy
 
-QES_NEGATIVE = "noisy, lowres, artifact, pattern"
+QES_NEGATIVE = protocol.QES_NEGATIVE
 SCHEDULERS = ("pndm", "ddim", "dpm")
 
 

@@ -17,9 +17,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import world
-from .train import FULL, Data, MiniTrainConfig, downsample
-from .world import CLASS_WORD
+from ..mini import world
+from ..mini.world import CLASS_WORD
+from ..purify.mini import codesr, vq_restore
+from .data import FULL, Data, MiniTrainConfig
 
 QUALITY_PROMPTS = (f"a good photo of a {CLASS_WORD}", f"a bad photo of a {CLASS_WORD}")
 
@@ -59,22 +60,6 @@ def quality_scores(clip, images: torch.Tensor) -> torch.Tensor:
     from ..metrics.iqa import good_bad_score
 
     return good_bad_score(clip, images, list(QUALITY_PROMPTS), clip.logit_scale())
-
-
-@torch.no_grad()
-def vq_restore(vq, x: torch.Tensor) -> torch.Tensor:
-    """Codebook restoration of ``B x 3 x 32 x 32`` photos in [0, 1]."""
-    return ((vq.decode(vq.encode(x * 2 - 1).latents).sample + 1) / 2).clamp(0, 1)
-
-
-def codesr(stack, x: torch.Tensor, pre_size: int = 16, restore: bool = True, sr: bool = True) -> torch.Tensor:
-    """CodeSR on the mini stack (the ``codesr-mini`` purifier): codebook restoration of ``B x 3 x 32 x 32``
-    photos in [0, 1], then downsize to ``pre_size`` px and SR x2 back to 32 px."""
-    if restore:
-        x = vq_restore(stack.vq, x)
-    if sr:
-        x = downsample(stack.sr(downsample(x, pre_size)).clamp(0, 1), 32)
-    return x
 
 
 @torch.no_grad()
@@ -149,7 +134,7 @@ def validate_codesr(stack, data: Data) -> dict[str, float]:
 
 @torch.no_grad()
 def validate_sr(sr, data: Data) -> dict[str, float]:
-    lo = downsample(data.vx, 16)
+    lo = world.downsample(data.vx, 16)
     bicubic = F.interpolate(lo, size=(32, 32), mode="bicubic", align_corners=False)
     return {"sr_psnr": psnr(sr(lo), data.vx), "sr_psnr_bicubic": psnr(bicubic, data.vx)}
 
@@ -170,7 +155,7 @@ def validate_identity(net, data: Data) -> dict[str, float]:
 
 def validate_saved(out: str | Path, data: Data | None = None, log=print, cfg: MiniTrainConfig = FULL) -> dict:
     """Reload the saved (fp16-rounded) weights and write their validation figures into the manifest."""
-    from .stack import MiniStack
+    from ..mini.stack import MiniStack
 
     data = data or Data(replace(cfg, per_subject=1))
     stack = MiniStack.load(out)

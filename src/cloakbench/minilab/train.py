@@ -1,10 +1,10 @@
 """``cloakbench mini train``: train every mini model from scratch on the procedural world.
 
 Seeded and reproducible (same seed, same torch build and thread count -> the same weights and the
-same validation figures). Each model draws from its own random stream (:class:`Stream`, seeded by the
+same validation figures). Each model draws from its own random stream (:class:`.data.Stream`, seeded by the
 seed and the model's name), so one model retrained alone is the same as in the full run. Budgets are in
-optimizer steps, sized so the full run takes under 60 minutes on 2 CPU cores (:data:`FULL`);
-:data:`QUICK` runs the same code in a minute (tests).
+optimizer steps, sized so the full run takes under 60 minutes on 2 CPU cores (:data:`.data.FULL`);
+:data:`.data.QUICK` runs the same code in a minute (tests).
 
 Order: world data -> CLIP (contrastive, with quality words and their negation) -> VAE -> UNet (latent
 diffusion with the frozen CLIP text tower, 10 % empty captions, 20 % degraded photos captioned with
@@ -19,87 +19,21 @@ from __future__ import annotations
 
 import random
 import time
-import zlib
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..mini import nets, world
+from ..mini.world import CLASS_WORD
 from ..models import clip as clip_norm
-from . import nets, world
-from .world import CLASS_WORD
+from .data import FULL, Data, MiniTrainConfig
 
 OPENAI_MEAN = torch.tensor(clip_norm.OPENAI_MEAN).view(1, 3, 1, 1)
 OPENAI_STD = torch.tensor(clip_norm.OPENAI_STD).view(1, 3, 1, 1)
-
-
-@dataclass(frozen=True)
-class MiniTrainConfig:
-    seed: int = 0
-    per_subject: int = 32
-    clip_steps: int = 700
-    vae_steps: int = 600
-    unet_steps: int = 1400
-    pixel_steps: int = 400
-    vq_steps: int = 200
-    vq_restore_steps: int = 150
-    sr_steps: int = 600
-    id_steps: int = 500
-    val_per_subject: int = 8
-
-
-FULL = MiniTrainConfig()
-QUICK = MiniTrainConfig(per_subject=2, clip_steps=3, vae_steps=3, unet_steps=3, pixel_steps=2, vq_steps=2,
-                        vq_restore_steps=2, sr_steps=2, id_steps=3, val_per_subject=2)
-
-
-def _u8(x: torch.Tensor) -> torch.Tensor:
-    return (x * 255).round().to(torch.uint8)
-
-
-class Data:
-    """Training photos (uint8, subject-major), their subjects, and held-out validation photos."""
-
-    def __init__(self, cfg: MiniTrainConfig) -> None:
-        x, y = world.dataset(world.train_subjects(), cfg.per_subject, cfg.seed)
-        self.x, self.y = _u8(x), y
-        vx, vy = world.dataset(world.held_out_subjects(), cfg.val_per_subject, cfg.seed + 1000)
-        self.vx, self.vy = vx, vy
-        self.seed = cfg.seed
-
-    def stream(self, name: str) -> "Stream":
-        """The random stream of one model (its batches, noise and timesteps), seeded by (seed, CRC-32 of the name)."""
-        return Stream(self, int(np.random.SeedSequence([self.seed, zlib.crc32(name.encode())]).generate_state(1)[0]))
-
-
-class Stream:
-    """One model's draws from :class:`Data`: its own numpy RNG and torch generator."""
-
-    def __init__(self, data: Data, seed: int) -> None:
-        self.x, self.y = data.x, data.y
-        self.rng = np.random.default_rng(seed)
-        self.gen = torch.Generator().manual_seed(seed)
-
-    def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = torch.from_numpy(self.rng.integers(0, len(self.x), n))
-        return self.x[idx].float() / 255, self.y[idx]
-
-    def negatives(self, n: int) -> tuple[torch.Tensor, list[str]]:
-        """Photos with no toy: plain backgrounds, or backgrounds under a strong structured noise."""
-        out, caps = [], []
-        for _ in range(n):
-            bg = world.background(self.rng)
-            if self.rng.random() < 0.5:
-                pat = world.sign_noise(int(self.rng.integers(1, 4)), self.gen)
-                bg = (bg + self.rng.uniform(16, 64) / 255 * pat).clamp(0, 1)
-                caps.append("a photo of noise pattern")
-            else:
-                caps.append("a photo of background")
-            out.append(bg)
-        return torch.stack(out), caps
 
 
 QUALITY_SUFFIX = {"noisy": ", noisy pattern", "blurry": ", blurry"}
@@ -225,13 +159,6 @@ def train_vae(data: Data, cfg: MiniTrainConfig, log):
 
 
 # ------------------------------------------------------------------ UNet
-def text_encoder_from(clip):
-    """A copy of the CLIP text tower (a transformers ``CLIPTextModel``), as SD's text encoder."""
-    import copy
-
-    return copy.deepcopy(clip.text_model).eval().requires_grad_(False)
-
-
 DEGRADED_FRACTION = 0.2  # of the UNet's photos
 NEGATED_FRACTION = 0.15  # of the UNet's clean photos
 
@@ -260,7 +187,7 @@ def train_unet(data: Data, cfg: MiniTrainConfig, clip, vae, log):
     from ..models.tiny import SD_BETAS
     from ..models.tokenizer import clip_tokenizer
 
-    tok, te = clip_tokenizer(), text_encoder_from(clip)
+    tok, te = clip_tokenizer(), nets.text_encoder_from(clip)
     sched_ = DDPMScheduler(**SD_BETAS, prediction_type="epsilon", clip_sample=False)
     sf = float(vae.config.scaling_factor)
     n_deg = max(1, int(len(data.x) * DEGRADED_FRACTION)) if cfg.unet_steps > 0 else 0
@@ -403,13 +330,6 @@ def train_vq(data: Data, cfg: MiniTrainConfig, vae, log):
 
 
 # ------------------------------------------------------------------ SR x2
-def downsample(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Bicubic (antialiased) resize of ``B x 3 x H x W`` in [0, 1] to ``size`` px, clamped; unchanged if already that size."""
-    if x.shape[-1] == size and x.shape[-2] == size:
-        return x
-    return F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
-
-
 def train_sr(data: Data, cfg: MiniTrainConfig, log):
     rs = data.stream("sr")
     sr = nets.build_sr(cfg.seed)
@@ -417,7 +337,7 @@ def train_sr(data: Data, cfg: MiniTrainConfig, log):
     sr.train()
     for step in range(cfg.sr_steps):
         x, _ = rs.batch(64)
-        loss = (sr(downsample(x, 16)) - x).abs().mean()
+        loss = (sr(world.downsample(x, 16)) - x).abs().mean()
         update(opt, loss)
         report(log, "sr", step, cfg.sr_steps, loss)
     return sr.eval().requires_grad_(False)
@@ -466,7 +386,7 @@ def train_all(out: str | Path, cfg: MiniTrainConfig = FULL, log: Callable[[str],
     ``only``: train just these models and take the others from ``base`` (a saved weights folder, default
     the shipped one); thanks to the per-model streams and :func:`_as_shipped` the result equals the full run.
     """
-    from .stack import PARTS, MiniStack, save_all, weights_dir
+    from ..mini.stack import PARTS, MiniStack, save_all, weights_dir
     from .validate import validate_saved
 
     bad = sorted(set(only or []) - set(PARTS))

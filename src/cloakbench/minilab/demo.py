@@ -73,7 +73,7 @@ def run_demo(out: str | Path, *, config: str | Path = CONFIG, progress: Callable
     from ..bench.report import build
     from ..bench.store import export_csv
     from ..images import read_images
-    from ..models.clip import load_clip
+    from ..models import load_clip
 
     out = Path(out)
     cfg = load_config(config)
