@@ -1,7 +1,7 @@
 """Seconds per image of every protection (not a timed test).
 
 CPU: the tiny model at 128 px, 4 real faces (or random images without shared data), ``--steps``
-updates with each method's expensive parts shrunk as in tests/test_protect.py (listed in the table).
+updates with each method's expensive parts shrunk as in cloakbench.protect.quick (listed in the table).
 GPU (``--full``): the full-size SD 2.1-base architecture with random weights at 512 px.
 
     python benchmarks/protect.py [--steps 4] [--methods aspl,advdm] [--full --device cuda]
@@ -11,19 +11,15 @@ from __future__ import annotations
 
 import argparse
 import platform
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_protect import FAST  # noqa: E402  (one source of the shrunk settings)
-
-from cloakbench.images import read_images  # noqa: E402
-from cloakbench.models import build_tiny  # noqa: E402
-from cloakbench.protect import create_protection, list_protections  # noqa: E402
-from cloakbench.testdata import test_data_dir  # noqa: E402
+from cloakbench.images import read_images
+from cloakbench.models import build_tiny
+from cloakbench.protect import create_protection, list_protections
+from cloakbench.protect.quick import QUICK as FAST
+from cloakbench.testdata import test_data_dir
 
 
 def main() -> None:

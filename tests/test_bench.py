@@ -64,6 +64,7 @@ def test_plan_shares_upstream_work(smoke_cfg, tmp_path):
 
 
 @pytest.mark.data
+@pytest.mark.slow
 def test_sigkill_halfway_then_resume(smoke_cfg, tmp_path):
     smoke_cfg["data"]["identities"] = ["id1"]
     path = _write(tmp_path, smoke_cfg)

@@ -162,5 +162,5 @@ def test_brisque_orders_degradations():
     noise = (clean + 25 / 255 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
     m = create_metric("brisque")
     s = {k: m(v).value for k, v in {"clean": clean, "jpeg10": jpeg, "blur3": blur, "noise25": noise}.items()}
-    assert m.label == "brisque[pkg]" and s["clean"] == pytest.approx(10.8, abs=0.5)  # METRICS.md §4
+    assert m.label == "brisque[pkg]" and s["clean"] == pytest.approx(10.8, abs=0.5)  # docs/METRICS.md §4
     assert s["clean"] < s["jpeg10"] and s["clean"] < s["blur3"] and s["clean"] < s["noise25"], s

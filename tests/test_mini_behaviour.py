@@ -8,15 +8,12 @@
 
 Held-out subject only (never seen by any mini model). Each DreamBooth run is short (CPU, ~30 s).
 
-Measured with the shipped weights (v4; 120 DreamBooth steps at lr 2e-4, 8 DDIM samples at guidance 5):
-the pattern's energy is 0.0649 in the instances; samples after patterned DreamBooth carry 0.0323
-(50 %), after clean DreamBooth -0.0008. With CDL, "a photo of sks toy" samples carry 0.0200 (38 % less
-than DreamBooth's), "..., bhj noisy pattern" samples 0.0270 (the noise words carry the most), and the
-paper's sampling prompt "..., without bhj noisy pattern" 0.0198 (39 % less): the mini world has
-negation since v4 (with v3, whose CLIP never saw "without", 23 % more; that test was a strict xfail).
-CodeSR-mini keeps 6.4 % of AdvDM's high-pass perturbation and the identity (cosine clean vs purified
-0.918; a match needs 0.811). Figures vary a little run to run (AdvDM and class-image order: the clean
-control 0.0030-0.0035 with v3).
+Margins behind the thresholds, with the shipped weights (120 DreamBooth steps at lr 2e-4, 8 DDIM
+samples at guidance 5): instance pattern energy 0.0649; patterned DreamBooth 0.0323 vs clean control
+-0.0008 (threshold 3x the control); CDL identifier-only 0.0200 and "..., without bhj noisy pattern"
+0.0198 vs DreamBooth's 0.0323 (threshold 0.8x); CodeSR-mini keeps 6.4 % of AdvDM's high-pass
+perturbation (threshold 50 %) with identity cosine 0.918 (a match needs 0.811). Full tables and their
+history: benchmarks/README.md.
 """
 
 import pytest
@@ -25,6 +22,8 @@ import torch.nn.functional as F
 
 from cloakbench.mini import world
 from cloakbench.mini.stack import load_stack
+
+pytestmark = pytest.mark.slow  # 120-step DreamBooth runs; CI runs them (--runslow in .ci/run)
 
 SUBJECT = 135  # held out: "a teal square toy with white stripes"
 AMP = 16 / 255
@@ -55,7 +54,7 @@ def pattern_energy(images: torch.Tensor) -> float:
 
 
 PLAIN = "a photo of sks toy"
-NOISE = "bhj noisy pattern"  # CDL's default noise phrase (PAPER.md §5)
+NOISE = "bhj noisy pattern"  # CDL's default noise phrase (docs/PAPER.md §5)
 
 
 def personalize(tmp_path, name: str, images: torch.Tensor, *, cdl: bool):

@@ -68,6 +68,7 @@ def test_rank_auc_and_sweep_eer_equal_the_brute_force_forms():
         assert equal_error_rate(s, y) == pytest.approx(((far + frr) / 2, t))
 
 
+@pytest.mark.slow
 def test_quick_training_is_reproducible(tmp_path):
     """`cloakbench mini train --quick` runs the full script; the same seed writes identical weights, and
     one model retrained alone equals the full run's."""

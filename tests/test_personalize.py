@@ -173,8 +173,8 @@ def test_cli_train_then_qes_sample(shared_data, tmp_path):
 
 
 def test_ddim_from_a_pndm_config_never_clips_latents(tiny_model):
-    """DDIM built from a PNDM config (no clip_sample key) must not clip predicted latents to [-1, 1]:
-    DDIM's own default does, and that silently ruined every DDIM sample of the mini stack."""
+    """DDIM built from a PNDM config (no clip_sample key) must not clip predicted latents to [-1, 1]
+    (DDIM's own default would: SD latents reach +-4)."""
     from cloakbench.sample.sampler import make_scheduler
 
     assert "clip_sample" not in dict(tiny_model.scheduler_config)

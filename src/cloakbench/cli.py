@@ -503,7 +503,7 @@ def mini_train(
     base: Path = typer.Option(None, "--base", help="Weights folder the --only run takes the other models from "
                               "(default: the shipped one)."),
 ) -> None:
-    """Train every mini model from scratch (seeded; about 57 minutes on 2 CPU cores) and validate it."""
+    """Train every mini model from scratch (seeded; under 60 minutes on 2 CPU cores) and validate it."""
     from dataclasses import replace
 
     from .mini.stack import SHIPPED

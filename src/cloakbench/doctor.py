@@ -14,6 +14,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from . import protocol
+
 
 @dataclass
 class Check:
@@ -91,7 +93,7 @@ def run_checks(*, smoke: bool = True) -> list[Check]:
             t0 = time.perf_counter()
             model = build_tiny()
             x = torch.rand(1, 3, 64, 64, requires_grad=True)
-            loss = model.loss(x, "a photo of sks person", generator=torch.Generator().manual_seed(0))
+            loss = model.loss(x, protocol.INSTANCE_PROMPT, generator=torch.Generator().manual_seed(0))
             loss.backward()
             ok = bool(torch.isfinite(loss)) and float(x.grad.abs().sum()) > 0
             add("core", "tiny model loss + input gradient", ok,

@@ -318,7 +318,7 @@ def perturbation_norms(a: torch.Tensor, b: torch.Tensor, *, measured: bool = Tru
     """Distances between image sets ``a`` and ``b`` (``B x 3 x H x W`` in [0, 1]).
 
     With ``measured=True`` both sets are first rounded to 8 bits, i.e. the budget is measured as it
-    will be after saving (PROTECTIONS.md: budgets are checked on the saved files); the L-inf is then
+    will be after saving (docs/PROTECTIONS.md: budgets are checked on the saved files); the L-inf is then
     an exact integer k of k/255.
     """
     if a.shape != b.shape:

@@ -7,40 +7,40 @@ edit. Section numbers refer to ``docs/PAPER.md``.
 
 from __future__ import annotations
 
-IDENTIFIER = "sks"  # the rare-token identifier V* (PAPER.md §7, Anti-DreamBooth's convention)
-CLASS_WORD = "person"  # the class noun of the faces protocol (PAPER.md §7)
+IDENTIFIER = "sks"  # the rare-token identifier V* (docs/PAPER.md §7, Anti-DreamBooth's convention)
+CLASS_WORD = "person"  # the class noun of the faces protocol (docs/PAPER.md §7)
 
 
 def instance_prompt(subject: str = CLASS_WORD) -> str:
-    """``"a photo of sks <subject>"``: DreamBooth's instance prompt (PAPER.md §7)."""
+    """``"a photo of sks <subject>"``: DreamBooth's instance prompt (docs/PAPER.md §7)."""
     return f"a photo of {IDENTIFIER} {subject}"
 
 
 def class_prompt(subject: str = CLASS_WORD) -> str:
-    """``"a photo of <subject>"``: the prior-preservation class prompt (PAPER.md §7)."""
+    """``"a photo of <subject>"``: the prior-preservation class prompt (docs/PAPER.md §7)."""
     return f"a photo of {subject}"
 
 
 INSTANCE_PROMPT = instance_prompt()  # "a photo of sks person"
 CLASS_PROMPT = class_prompt()  # "a photo of person"
-# Evaluation prompts: the first two lines of the dataset's prompts.txt with @@@ -> sks (PAPER.md §11).
+# Evaluation prompts: the first two lines of the dataset's prompts.txt with @@@ -> sks (docs/PAPER.md §11).
 SAMPLE_PROMPTS = (INSTANCE_PROMPT, f"a dslr portrait of {IDENTIFIER} {CLASS_WORD}")
 
-# CDL (PAPER.md §5): the noise phrase and the prompt templates of the reference code.
+# CDL (docs/PAPER.md §5): the noise phrase and the prompt templates of the reference code.
 CDL_NOISE = "bhj noisy pattern"
 CDL_INSTANCE_TEMPLATE = "{prompt}, {noise}"
 CDL_CLASS_TEMPLATE = "{prompt}, without {noise}"
 CDL_SAMPLE_SUFFIX = ", without {noise}"
 
-# QES (PAPER.md §6): negative prompt, guidance, steps.
+# QES (docs/PAPER.md §6): negative prompt, guidance, steps.
 QES_NEGATIVE = "noisy, lowres, artifact, pattern"
 QES_STEPS = 100
 PLAIN_SAMPLE_STEPS = 50
 GUIDANCE = 7.5
-SAMPLES_PER_PROMPT = 16  # PAPER.md §11
+SAMPLES_PER_PROMPT = 16  # docs/PAPER.md §11
 
-# Fine-tuning (PAPER.md §7): full DreamBooth (UNet + text encoder), lr 5e-7 constant. LoRA is not in the
-# paper; 1e-4 is this project's LoRA default (also ASPL-LoRA's surrogate lr, PROTECTIONS.md).
+# Fine-tuning (docs/PAPER.md §7): full DreamBooth (UNet + text encoder), lr 5e-7 constant. LoRA is not in the
+# paper; 1e-4 is this project's LoRA default (also ASPL-LoRA's surrogate lr, docs/PROTECTIONS.md).
 DREAMBOOTH_STEPS = 1000
 LR_FULL = 5e-7
 LR_LORA = 1e-4

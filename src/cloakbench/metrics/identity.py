@@ -1,6 +1,6 @@
 """Identity metrics: ISM, FDFR, IMS (and its two parts) and the subject detection score.
 
-Definitions follow METRICS.md §2 exactly; every result is labelled with its face backend
+Definitions follow docs/METRICS.md §2 exactly; every result is labelled with its face backend
 (``ism[dlib]`` is our offline substitute and is never comparable with the ArcFace numbers of the
 papers). ``G`` = generated (or evaluated) images, ``R`` = clean references of the same identity.
 """
@@ -178,7 +178,7 @@ def ip_scores(face: FaceBackend, images: torch.Tensor, refs: list[np.ndarray], p
 
 @register_metric
 class IMSIP(_FaceMetric):
-    """The embedding part of IMS (this paper's IMS_IP; code not released, METRICS.md §2).
+    """The embedding part of IMS (this paper's IMS_IP; code not released, docs/METRICS.md §2).
 
     Per image: mean cosine similarity of its largest face's embedding to each reference embedding
     (InsightFace ``normed_embedding`` in the paper); no face -> ``no_face`` (-1 by default, as the

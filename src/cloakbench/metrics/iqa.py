@@ -1,6 +1,6 @@
 """No-reference quality: BRISQUE, LIQE, CLIP-IQAC, and the paper's Q, Avg and E[Avg].
 
-Definitions from METRICS.md §4. Every CLIP-based score needs real CLIP / LIQE weights; without them
+Definitions from docs/METRICS.md §4. Every CLIP-based score needs real CLIP / LIQE weights; without them
 the constructor raises the missing-weight or model-load error, never a made-up number.
 """
 
@@ -26,7 +26,7 @@ class Brisque(Metric):
     """BRISQUE with the ``brisque`` package's LIVE-trained SVR (Anti-DreamBooth's variant: full size).
 
     Labelled ``brisque[pkg]``: the piq (256 px) and PID variants give incomparable numbers
-    (METRICS.md §4). Lower is better quality. The package's features are 1-element arrays that
+    (docs/METRICS.md §4). Lower is better quality. The package's features are 1-element arrays that
     ``float()`` rejects under numpy >= 2.4; the fix is applied to this instance only.
     """
 

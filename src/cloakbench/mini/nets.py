@@ -12,13 +12,10 @@
 
 All builders are deterministic given ``seed``.
 
-Why factor 2 (measured, 2 cores, held-out photos): the world's stripes and spots are 2-3 px wide. A
-factor-4 ``AutoencoderKL`` reached 19.9 dB after 700 steps (the v1 weights) and 19.6 dB with 16
-latent channels after 400, and its reconstructions lost the identity (identity-encoder cosine to
-other photos of the subject 0.59, against 0.89 between real photos); factor 2 with 4 channels reached
-24.1 dB after 600 steps and kept it (0.74). The UNet then runs on 16 x 16 latents: its first level
-has no attention (self-attention over 256 tokens tripled the step time), so a step costs 1.2 s at
-batch 64.
+The VAE downsamples by 2, not SD's 8, because the world's stripes and spots are 2-3 px wide: a
+factor-4 VAE loses the identity. The UNet's first level has no attention (self-attention over 256
+tokens costs too much on 2 cores). The measurements behind both choices: benchmarks/README.md
+("Mini stack: architecture choices").
 """
 
 from __future__ import annotations

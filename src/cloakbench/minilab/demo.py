@@ -82,7 +82,7 @@ def run_demo(out: str | Path, *, config: str | Path = CONFIG, progress: Callable
     export_csv(runner.db, out / "results.csv")
     report = build(out)
 
-    # latent misalignment (PAPER.md §3) with the mini CLIP: clean vs protected vs purified photos, paired by file
+    # latent misalignment (docs/PAPER.md §3) with the mini CLIP: clean vs protected vs purified photos, paired by file
     clean: dict[str, None] = {}
     groups: dict[str, list[Path]] = {}
     protected = {s.hash: s.params["method"] for s in runner.specs if s.kind == "protect" and runner.done(s)}

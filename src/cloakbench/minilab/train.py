@@ -262,9 +262,8 @@ def init_vq_from_vae(vq, vae, x: torch.Tensor, gen: torch.Generator) -> None:
     the first 4 of the 8 code channels and the decoder reads only those at first; the codebook starts
     at the encoder features of the photos ``x`` (B x 3 x 32 x 32 in [0, 1]), drawn with ``gen``.
 
-    Measured (held-out photos, 200 + 150 steps): from scratch the restorer reconstructed clean photos at
-    19.9 dB and kept the identity poorly (identity cosine clean vs CodeSR-mini output 0.54, a match
-    needs 0.80); from the VAE, 24.4 dB and 0.83."""
+    Why (the figures with and without it: benchmarks/README.md, "Mini stack: architecture choices"):
+    from scratch the restorer's outputs lose the subject's identity."""
     src, dst = vae.state_dict(), vq.state_dict()
     with torch.no_grad():
         for k, v in src.items():

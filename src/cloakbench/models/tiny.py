@@ -3,7 +3,7 @@
 Same classes and wiring as SD 2.1-base (``AutoencoderKL``, ``UNet2DConditionModel``, ``CLIPTextModel``
 with the real CLIP tokenizer, DDPM training / PNDM sampling schedulers with SD's scaled-linear betas),
 scaled down: 64 px images, a VAE factor of 2, 32 x 32 x 4 latents, 8-d text states. Numbers it
-produces are meaningless; shapes, gradients, determinism and plumbing are real (ENVIRONMENT.md §5.2).
+produces are meaningless; shapes, gradients, determinism and plumbing are real (docs/ENVIRONMENT.md §5.2).
 """
 
 from __future__ import annotations

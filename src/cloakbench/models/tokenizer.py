@@ -1,7 +1,7 @@
 """The real CLIP BPE tokenizer built offline from the vocabulary file that ships in open_clip.
 
 transformers 5.x dropped slow tokenizers and ``CLIPTokenizer(vocab_file=...)`` silently ignores the
-file (ENVIRONMENT.md §6.1), so we rebuild the vocabulary the way CLIP defines it: 256 byte symbols,
+file (docs/ENVIRONMENT.md §6.1), so we rebuild the vocabulary the way CLIP defines it: 256 byte symbols,
 the same with ``</w>``, the 48,894 merges, then the two special tokens -> 49,408 ids. The result
 matches the hub tokenizer of Stable Diffusion (``"a photo of sks person"`` ->
 ``[49406, 320, 1125, 539, 48136, 2533, 49407]``). Only the vocabulary file is read: open_clip is

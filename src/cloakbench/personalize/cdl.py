@@ -1,4 +1,4 @@
-"""Contrastive Decoupling Learning (CDL; arXiv 2406.18944 §CDL, PAPER.md §5) as a prompt policy.
+"""Contrastive Decoupling Learning (CDL; arXiv 2406.18944 §CDL, docs/PAPER.md §5) as a prompt policy.
 
 The noise pattern gets its own words so the identifier ("sks") does not absorb it:
 instance prompt ``"<instance prompt>, <noise>"``, class (prior) prompt ``"<class prompt>, without
@@ -6,7 +6,7 @@ instance prompt ``"<instance prompt>, <noise>"``, class (prior) prompt ``"<class
 through the text-encoder fine-tune). There is no extra loss term. At sampling time QES appends
 ``", without <noise>"`` to every prompt (:meth:`sample_prompt`).
 
-Extension: ``new_token`` adds a fresh token (lowercase: CLIP's tokenizer lowercases, ENVIRONMENT.md
+Extension: ``new_token`` adds a fresh token (lowercase: CLIP's tokenizer lowercases, docs/ENVIRONMENT.md
 §6.2) with its own embedding, initialised from ``init_from`` and learned (textual-inversion style);
 the noise phrase then uses it, e.g. ``new_token="<bhj>"`` -> ``"<bhj> noisy pattern"``.
 """

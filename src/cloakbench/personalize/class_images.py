@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from .. import protocol
 from ..images import IMAGE_SUFFIXES, read_images, save_images
 from ..models.bundle import DiffusionModel
 
@@ -31,7 +32,7 @@ def cache_dir(model: DiffusionModel, prompt: str, seed: int, steps: int, guidanc
 def prepare_class_images(
     model: DiffusionModel,
     n: int,
-    prompt: str = "a photo of person",
+    prompt: str = protocol.CLASS_PROMPT,
     folder: str | Path | None = None,
     *,
     seed: int = 0,

@@ -1,6 +1,6 @@
 """DreamBooth fine-tuning, full or LoRA, with prior preservation, CDL prompts, checkpoints and resume.
 
-The paper's protocol (arXiv 2406.18944 §Fine-tuning, PAPER.md §7): SD 2.1-base, full fine-tuning of
+The paper's protocol (arXiv 2406.18944 §Fine-tuning, docs/PAPER.md §7): SD 2.1-base, full fine-tuning of
 UNet and text encoder, 1000 steps, constant lr 5e-7, AdamW (8-bit where available), one instance and
 one class image per step, prior weight 1.0, 200 class images of "a photo of person", VAE latents
 cached once (one posterior sample per image for the whole run), data length max(#instance, #class)

@@ -4,7 +4,7 @@ A protection is a configured object: ``create_protection("aspl", eps=8/255)(imag
 returns protected images (``B x 3 x H x W`` in [0, 1]) already on the 8-bit grid and within budget
 against the 8-bit clean images. ``model`` is a :class:`~cloakbench.models.DiffusionModel` or a list
 of them (an ensemble: objectives are averaged). Subclasses define the defaults (from the reference
-code, converted to k/255; PROTECTIONS.md §1), ``objective`` (maximised) and, when the algorithm is
+code, converted to k/255; docs/PROTECTIONS.md §1), ``objective`` (maximised) and, when the algorithm is
 more than plain PGD, ``perturb``. ``steps`` is always the number of perturbation updates.
 """
 

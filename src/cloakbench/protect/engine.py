@@ -7,7 +7,7 @@ protections return a loss, targeted ones return minus a distance. Expectation ov
 (EOT; Athalye et al. 2018) averages the gradient over random differentiable transforms.
 
 :func:`finalize` puts the result on the 8-bit grid *inside* the budget, so the saved PNG measures
-at most ``eps`` against the 8-bit clean image (PROTECTIONS.md §0: budgets are checked after saving).
+at most ``eps`` against the 8-bit clean image (docs/PROTECTIONS.md §0: budgets are checked after saving).
 """
 
 from __future__ import annotations

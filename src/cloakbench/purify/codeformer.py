@@ -2,7 +2,7 @@
 
 Each face is detected, aligned to the 512 FFHQ template (:mod:`.faces`), restored with fidelity
 ``w = 0.5`` (``net(2x - 1, w=0.5, adain=True)``, outputs mapped back from [-1, 1]) and pasted back into
-the background upscaled x2 (PAPER.md §4). The network is loaded through spandrel +
+the background upscaled x2 (docs/PAPER.md §4). The network is loaded through spandrel +
 spandrel_extra_arches (optional extra ``cloakbench[codeformer]``: CodeFormer is S-Lab non-commercial);
 GFPGAN and RestoreFormer checkpoints work through the same code. Images without a face skip the
 restoration (logged) and are only resampled.

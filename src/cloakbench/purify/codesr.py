@@ -1,4 +1,4 @@
-"""CodeSR (arXiv 2406.18944 §4, PAPER.md §4): CodeFormer face restoration, then super-resolution.
+"""CodeSR (arXiv 2406.18944 §4, docs/PAPER.md §4): CodeFormer face restoration, then super-resolution.
 
 ``codesr`` is the paper's: CodeFormer (w = 0.5, background x2) then the SD x4 upscaler from 128 px
 (75 steps, guidance 9, noise level 20) -> 512 px. ``codesr-fast`` swaps stage 2 for Real-ESRGAN

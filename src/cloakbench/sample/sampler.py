@@ -1,13 +1,13 @@
 """Our own classifier-free-guidance sampling loop over the model bundle, and quality-enhanced sampling.
 
-diffusers' pipelines cannot add a guidance term, so the loop is ours (ENVIRONMENT.md §6.11): with
+diffusers' pipelines cannot add a guidance term, so the loop is ours (docs/ENVIRONMENT.md §6.11): with
 the extra term at 0 it reproduces ``StableDiffusionPipeline`` for the same scheduler and latents.
 
 CFG (the reference code's form, the negative prompt replacing the unconditional branch):
 ``e = e(neg) + w * (e(pos) - e(neg))``. The optional extra term subtracts a separate noise-phrase
 direction: ``e -= w_x * (e(noise phrase) - e(neg))``.
 
-QES (arXiv 2406.18944 §QES, PAPER.md §6): negative prompt "noisy, lowres, artifact, pattern",
+QES (arXiv 2406.18944 §QES, docs/PAPER.md §6): negative prompt "noisy, lowres, artifact, pattern",
 guidance 7.5, 100 steps, PNDM, and the suffix ", without <noise>" on every prompt. The reference code
 appends the suffix even when CDL was off; here it is an explicit option, on only with CDL by default.
 """

@@ -16,7 +16,7 @@ def sample_config(cdl=None, *, qes: bool = False, steps: int | None = None, guid
                   scheduler: str | None = None, batch_size: int | None = None):
     """The :class:`~cloakbench.sample.SampleConfig` of a model trained with ``cdl`` (a
     :class:`~cloakbench.personalize.CDLPolicy`). ``qes``: the paper's QES (negative prompt, 100 PNDM
-    steps, ", without <noise>" after CDL training; PAPER.md §6), else plain sampling (50 steps).
+    steps, ", without <noise>" after CDL training; docs/PAPER.md §6), else plain sampling (50 steps).
     ``suffix`` forces that suffix on or off; ``negative`` replaces the negative prompt."""
     from ..personalize import CDLPolicy
     from ..sample import SampleConfig, qes_config
