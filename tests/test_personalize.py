@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 import torch
 
+from cloakbench.errors import CheckpointError
 from cloakbench.images import read_images
 from cloakbench.models import build_tiny
 from cloakbench.personalize import CDLPolicy, DreamBoothTrainer, TrainConfig, load_personalized, prepare_class_images
@@ -71,6 +73,29 @@ def test_stop_at_15_and_resume_equals_uninterrupted(faces, classes, tmp_path):
         assert torch.equal(p, q), n
     for (n, p), (_, q) in zip(a.text_encoder.state_dict().items(), c.text_encoder.state_dict().items()):
         assert torch.equal(p, q), n
+
+
+class _Planted:
+    """Unpickling this runs code: it writes a marker file (what a crafted optimizer.pt would do)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path(self.marker).write_text, ("pwned",))
+
+
+@pytest.mark.data
+def test_checkpoint_holds_tensors_only_and_a_planted_pickle_is_refused(faces, classes, tmp_path):
+    DreamBoothTrainer(build_tiny(), _cfg(), tmp_path / "b").fit(faces, classes, stop_after=5)
+    ckpt = tmp_path / "b/checkpoints/step-000005"
+    assert sorted(p.name for p in ckpt.iterdir()) == ["optimizer.safetensors", "state.json", "trainable.safetensors"]
+    marker = tmp_path / "marker"
+    (ckpt / "optimizer.safetensors").unlink()
+    torch.save({"state": _Planted(marker)}, ckpt / "optimizer.pt")  # as an attacker would plant it
+    with pytest.raises(CheckpointError, match="pickled optimizer.pt is never loaded"):
+        DreamBoothTrainer(build_tiny(), _cfg(), tmp_path / "b").fit(faces, classes, resume=True)
+    assert not marker.exists()
 
 
 @pytest.mark.data

@@ -54,3 +54,7 @@ class ConfigError(CloakbenchError, ValueError):
 
 class InputError(CloakbenchError, ValueError):
     """A bad argument or input combination (a metric that needs references without them, ...)."""
+
+
+class CheckpointError(CloakbenchError, ValueError):
+    """A training checkpoint that cannot be resumed safely (wrong configuration, or a pickled state)."""

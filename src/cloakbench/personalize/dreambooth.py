@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .. import protocol
+from ..errors import CheckpointError
 from ..models.bundle import DiffusionModel
 from .cdl import CDLPolicy, add_token
 
@@ -85,6 +86,30 @@ class TrainConfig:
         d = dict(d)
         d["cdl"] = CDLPolicy(**d.get("cdl", {}))
         return cls(**d)
+
+
+def optimizer_to_tensors(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """An optimizer ``state_dict`` as safetensors-ready tensors (``"<param index>.<name>"``) and JSON: the
+    param groups and each non-tensor per-parameter value. Nothing is pickled."""
+    tensors, scalars = {}, {}
+    for idx, entries in state["state"].items():
+        for name, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{idx}.{name}"] = value.detach().contiguous().cpu()
+            elif isinstance(value, (int, float, bool)) or value is None:
+                scalars[f"{idx}.{name}"] = value
+            else:
+                raise TypeError(f"optimizer state {idx}.{name} is a {type(value).__name__}, not a tensor or number")
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def optimizer_from_tensors(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of :func:`optimizer_to_tensors`: a ``state_dict`` for ``Optimizer.load_state_dict``."""
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in [*tensors.items(), *meta["scalars"].items()]:
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
 
 
 def _step_generator(seed: int, step: int) -> torch.Generator:
@@ -171,8 +196,10 @@ class DreamBoothTrainer:
         root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".ckpt-", dir=root))
         save_file(self._trainable_state(), tmp / "trainable.safetensors")
-        torch.save(self.opt.state_dict(), tmp / "optimizer.pt")
-        (tmp / "state.json").write_text(json.dumps({"step": step, "config": self.cfg.as_dict()}, default=str))
+        tensors, groups = optimizer_to_tensors(self.opt.state_dict())
+        save_file(tensors, tmp / "optimizer.safetensors")
+        (tmp / "state.json").write_text(json.dumps({"step": step, "config": self.cfg.as_dict(),
+                                                    "optimizer": groups}, default=str))
         final = root / f"step-{step:06d}"
         if final.exists():
             shutil.rmtree(final)
@@ -189,12 +216,17 @@ class DreamBoothTrainer:
         state = load_file(path / "trainable.safetensors")
         missing = set(self.params) - set(state)
         if missing:
-            raise ValueError(f"checkpoint {path} does not match this configuration (missing {sorted(missing)[:3]})")
+            raise CheckpointError(f"checkpoint {path} does not match this configuration (missing {sorted(missing)[:3]})")
         with torch.no_grad():
             for k, p in self.params.items():
                 p.copy_(state[k].to(p))
-        self.opt.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False))
-        return int(json.loads((path / "state.json").read_text())["step"])
+        meta = json.loads((path / "state.json").read_text())
+        if not (path / "optimizer.safetensors").is_file() or "optimizer" not in meta:
+            raise CheckpointError(f"checkpoint {path} has no optimizer.safetensors: cloakbench checkpoints hold tensors "
+                                  "only (a pickled optimizer.pt is never loaded: it could run code); delete "
+                                  f"{path} to train that part again")
+        self.opt.load_state_dict(optimizer_from_tensors(load_file(path / "optimizer.safetensors"), meta["optimizer"]))
+        return int(meta["step"])
 
     # ------------------------------------------------------------------ training
     @torch.no_grad()

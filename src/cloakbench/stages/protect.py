@@ -77,7 +77,8 @@ def protect(
     record = {
         "method": prot.name, "paper": prot.paper, "config": prot.config(), "seed": seed, "steps": prot.steps,
         "resolution": resolution, "seconds": seconds, "seconds_per_image": seconds / len(names),
-        "eps_nominal": prot.eps, "eps_nominal_255": format_budget(prot.eps), "measured": d.summary(),
+        "eps_nominal": prot.eps, "eps_nominal_255": format_budget(prot.eps),
+        "measured": {"linf_255": d.linf_255.tolist(), "l2_255": d.l2_255.tolist(), **d.summary()},
         "files": {n + ".png": {"linf_255": float(a), "l2_255": float(b)} for n, a, b in zip(names, d.linf_255, d.l2_255)},
         "sources": [str(p) for p in loaded.paths], **(extra or {}),
     }
