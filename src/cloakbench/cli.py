@@ -76,7 +76,8 @@ def doctor(
         for col in ("group", "check", "status", "detail"):
             table.add_column(col, overflow="fold")
         for c in checks:
-            table.add_row(c.group, c.name, "[green]ok[/green]" if c.ok else "[yellow]missing[/yellow]", c.detail)
+            table.add_row(c.group, c.name, "[green]ok[/green]" if c.ok else "[yellow]missing[/yellow]",
+                          escape(c.detail))  # install hints hold [extras] that rich would read as markup
         console.print(table)
     core_bad = [c.name for c in checks if c.group == "core" and not c.ok]
     if core_bad:
@@ -159,6 +160,16 @@ def _parse_options(items: list[str] | None) -> dict:
     return out
 
 
+def _inputs(folder: Path) -> list[Path]:
+    """The image files a stage will read from ``folder`` (none when it is not a folder: the stage says why)."""
+    from .images import list_image_files
+
+    try:
+        return list_image_files(folder)
+    except CloakbenchError:
+        return []
+
+
 @app.command()
 def protect(
     in_dir: Path = typer.Argument(..., help="Folder of clean images."),
@@ -188,13 +199,15 @@ def protect(
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--eps") from None
     overrides = {k: v for k, v in {"eps": budget, "steps": steps}.items() if v is not None}
-    create_protection(method, **overrides, **_parse_options(option))  # unknown names and options fail here
+    try:
+        create_protection(method, **overrides, **_parse_options(option))  # unknown names and options fail here
+    except (TypeError, ValueError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--option") from None
     if resolution <= 0 or resolution % 8:
         raise typer.BadParameter(f"resolution {resolution} is not a positive multiple of 8", param_hint="--resolution")
     if steps is not None and steps < 1:
         raise typer.BadParameter("steps must be >= 1", param_hint="--steps")
-    if (out_dir / "protection.json").exists() and not overwrite:
-        raise typer.BadParameter(f"{out_dir} already holds a protection; pass --overwrite", param_hint="OUT_DIR")
+    stages.output.check_destination(out_dir, _inputs(in_dir), overwrite=overwrite, record="protection.json")
     classes = read_images(class_dir, resolution).images if class_dir is not None else None
     surrogates = load_surrogates(model, dtype=dtype, gradient_checkpointing=gradient_checkpointing)
     with progress_bar(console, "steps", transient=True) as bar, stages.output.staged(out_dir) as work:
@@ -222,9 +235,14 @@ def purify(
     seed: int = typer.Option(0),
     device: str = typer.Option(None, help="cuda / mps / cpu (default: best available)."),
     skip_bad: bool = typer.Option(False, help="Skip unreadable or too-small files (listed) instead of stopping."),
+    overwrite: bool = typer.Option(False, help="Replace an existing OUT_DIR whole."),
 ) -> None:
     """Purify every image of IN_DIR (outputs at the input size); write PNGs and purification.json
     (config, seconds per image, device; PSNR / SSIM / LPIPS against IN_DIR/clean when present)."""
+    if resolution < 0 or resolution % 8:
+        raise typer.BadParameter(f"resolution {resolution} is not 0 (keep sizes) or a positive multiple of 8",
+                                 param_hint="--resolution")
+    stages.output.check_destination(out_dir, _inputs(in_dir), overwrite=overwrite, record="purification.json")
     options = _parse_options(option)
     options.update({k: v for k, v in {"model": model, "weights": weights}.items() if v is not None})
     clean = sorted((in_dir / "clean").glob("*.png")) if (in_dir / "clean").is_dir() else None
@@ -248,6 +266,7 @@ def bench(
     executor: str = typer.Option(None, help="local or ray (default: the config's executor)."),
     address: str = typer.Option(None, help="Ray cluster address (default: start a local cluster)."),
     device: str = typer.Option(None, help="cuda / mps / cpu (default: best available)."),
+    add: bool = typer.Option(False, "--add", help="Add this grid's cells to a run folder that holds another grid."),
 ) -> None:
     """Run a grid of protect / purify / train / sample / evaluate stages; finished stages are never redone."""
     from .bench import Runner, load_config
@@ -256,7 +275,7 @@ def bench(
     chosen = executor or cfg.executor
     if chosen not in ("local", "ray"):
         raise typer.BadParameter(f"executor must be local or ray, not {chosen!r}", param_hint="--executor")
-    runner = Runner(cfg, out, device=device)
+    runner = Runner(cfg, out, device=device, add=add)
     table = Table(title=f"plan for {cfg.name} -> {out}")
     for col in ("stage", "total", "done", "left"):
         table.add_column(col)
@@ -268,7 +287,6 @@ def bench(
     console.print(table)
     if dry_run:
         return
-    out.mkdir(parents=True, exist_ok=True)
     with progress_bar(console, "steps") as bar:
         task = bar.add_task("stages", total=len(runner.specs))
 
@@ -373,8 +391,11 @@ def train(
     base = load_model(model)
     if prior:
         class_dir = class_dir or cache_dir(base, class_prompt, seed, class_steps, cfg.class_guidance, resolution)
-        stages.class_images(base, class_dir, n=num_class_images, prompt=class_prompt, steps=class_steps,
-                            resolution=resolution, seed=seed)
+        with progress_bar(console, "steps", transient=True) as bar:
+            task = bar.add_task("class images (generated once, then cached)", total=None)
+            stages.class_images(base, class_dir, n=num_class_images, prompt=class_prompt, steps=class_steps,
+                                resolution=resolution, seed=seed,
+                                progress=lambda d, t: bar.update(task, completed=d, total=t))
     console.print(f"instance prompt: {cfg.cdl.instance_prompt(instance_prompt)!r}"
                   + (f"; class prompt: {cfg.cdl.class_prompt(class_prompt)!r}" if prior else ""))
     with progress_bar(console, "steps", transient=True) as bar:
@@ -400,10 +421,12 @@ def sample(
     extra_scale: float = typer.Option(0.0, help="Extra negative guidance on the noise phrase (0: off)."),
     seed: int = typer.Option(0),
     batch_size: int = typer.Option(4),
+    overwrite: bool = typer.Option(False, help="Replace an existing OUT_DIR whole."),
 ) -> None:
     """Generate images with our CFG loop; --qes applies the paper's quality-enhanced sampling."""
     if n < 1:
         raise typer.BadParameter("n must be >= 1", param_hint="-n")
+    stages.output.check_destination(out_dir, overwrite=overwrite, record="sample.json")
     prompts = prompt or list(protocol.SAMPLE_PROMPTS)
     with progress_bar(console, "count", transient=True) as bar, stages.output.staged(out_dir) as work:
         task = bar.add_task("sampling", total=len(prompts) * n)

@@ -58,3 +58,7 @@ class InputError(CloakbenchError, ValueError):
 
 class CheckpointError(CloakbenchError, ValueError):
     """A training checkpoint that cannot be resumed safely (wrong configuration, or a pickled state)."""
+
+
+class RunFolderError(CloakbenchError, RuntimeError):
+    """A bench run folder that belongs to another grid, or is in use by another process."""

@@ -38,6 +38,13 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 DEFAULT_SIZE = 512  # paper §Fine-tuning: 512 px, center crop
 DEFAULT_MIN_SIZE = 64  # smaller inputs are refused rather than silently upscaled 8x or more
+DEFAULT_MAX_PIXELS = 64_000_000  # about 8000 x 8000: larger inputs are refused before decoding
+
+
+def max_pixels() -> int:
+    """The largest image (width x height) read: ``$CLOAKBENCH_MAX_PIXELS`` or :data:`DEFAULT_MAX_PIXELS`.
+    A decoded image costs 12 bytes per pixel as float32 RGB (64 MP: 0.8 GB)."""
+    return int(os.environ.get("CLOAKBENCH_MAX_PIXELS", DEFAULT_MAX_PIXELS))
 
 
 # ----------------------------------------------------------------------------- listing
@@ -47,7 +54,21 @@ def list_image_files(folder: str | os.PathLike[str]) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise ImageError({folder: "not a folder" if folder.exists() else "folder does not exist"})
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files, skipped = [], []
+    for p in sorted(folder.iterdir()):
+        try:
+            is_file = p.is_file()  # a symlink loop raises here
+        except OSError:
+            is_file = False
+        if is_file and p.suffix.lower() in IMAGE_SUFFIXES:
+            files.append(p)
+        elif p.name.startswith(".") or p.name == "clean":  # hidden; a protection's clean crops (protect writes them)
+            continue
+        elif not is_file or p.suffix.lower() in (".tif", ".tiff", ".bmp", ".gif", ".heic"):
+            skipped.append(p.name + ("/" if p.is_dir() else ""))
+    if skipped:
+        log.warning("%s: not read (only %s files directly inside are images here): %s", folder,
+                    "/".join(IMAGE_SUFFIXES), ", ".join(skipped))
     if not files:
         raise ImageError({folder: f"empty folder: no {'/'.join(IMAGE_SUFFIXES)} files"})
     return files
@@ -98,6 +119,10 @@ def read_rgb(path: str | os.PathLike[str], *, min_size: int | None = None) -> np
         raise ImageError({path: "file does not exist"})
     try:
         with Image.open(path) as img:
+            w, h = img.size  # from the header: refuse before decoding
+            if w * h > max_pixels():
+                raise ImageError({path: f"image is {w}x{h} ({w * h / 1e6:.0f} MP), over the limit of "
+                                        f"{max_pixels() / 1e6:.0f} MP (set CLOAKBENCH_MAX_PIXELS to raise it)"})
             img.load()  # force the full decode: truncated / corrupt data fails here, not later
             if min_size is not None and min(img.size) < min_size:
                 raise ImageError({path: f"image is {img.size[0]}x{img.size[1]}, smaller than the minimum {min_size} px"})
@@ -278,8 +303,16 @@ def parse_budget(value: str | float | int) -> float:
     except (ValueError, ZeroDivisionError):
         raise ValueError(f"cannot read budget {value!r}; write it as k/255, e.g. '8/255'") from None
     if not 0 < v <= 1:
-        hint = f"; did you mean '{text}/255'?" if v > 1 else ""
+        if v > 1 and "/" not in text:
+            hint = f"; did you mean '{text}/255'?"
+        elif v > 1:
+            hint = f" ({v * 255:g}/255: a budget is at most 255/255, the whole pixel range)"
+        else:
+            hint = ""
         raise ValueError(f"budget {text} is outside (0, 1] ([0, 1] image units){hint}")
+    if v * 255 < 0.5:
+        raise ValueError(f"budget {text} is {v * 255:.3g}/255: after saving to 8 bits every pixel rounds back, so the "
+                         "measured perturbation would be 0/255; the smallest budget that survives is 1/255")
     return v
 
 

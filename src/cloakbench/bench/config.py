@@ -150,7 +150,10 @@ def _semantic(cfg: BenchConfig, base: Path) -> list[str]:
     if not root.is_dir():
         problems.append(f"data.root: folder {root} does not exist")
     else:
-        for ident in cfg.data.identities or []:
+        for i, ident in enumerate(cfg.data.identities or []):
+            if ident in ("", ".", "..") or Path(ident).name != ident:
+                problems.append(f"data.identities[{i}]: {ident!r} is not a folder name inside data.root")
+                continue
             sub = ["set_A", "set_B", "set_C"] if cfg.data.layout == "setabc" else [cfg.data.subdir]
             for s in sub:
                 if not (root / ident / s).is_dir():
@@ -162,6 +165,12 @@ def _semantic(cfg: BenchConfig, base: Path) -> list[str]:
     names = [r.name for r in cfg.recipes]
     if len(set(names)) != len(names):
         problems.append("recipes: recipe names must be unique")
+    from .runfolder import protection_label
+
+    labels = [protection_label(p) for p in cfg.protections]
+    for label in sorted({x for x in labels if labels.count(x) > 1}):
+        problems.append(f"protections: two entries share the label {label!r} (method@eps): results would be averaged "
+                        "together; give them different budgets or run them in separate grids")
     return problems
 
 
@@ -200,15 +209,19 @@ def _semantic_partial(raw: dict, base: Path) -> list[str]:
     from ..protect import PROTECTIONS
     from ..purify import PURIFIERS
 
+    def items(key: str) -> list:  # a scalar where a list belongs is a schema error already: no per-character checks
+        value = raw.get(key)
+        return value if isinstance(value, list) else []
+
     out = []
-    for i, p in enumerate(raw.get("protections") or []):
+    for i, p in enumerate(items("protections")):
         if (isinstance(p, dict) and isinstance(p.get("method"), str) and p["method"].lower() != "none"
                 and p["method"].lower() not in PROTECTIONS):
             out.append(f"protections[{i}].method: unknown protection {p['method']!r}")
-    for i, n in enumerate(raw.get("purifications") or []):
+    for i, n in enumerate(items("purifications")):
         if isinstance(n, str) and any(x != "none" and x.lower() not in PURIFIERS for x in n.split("+")):
             out.append(f"purifications[{i}]: unknown purifier {n!r}")
-    for i, m in enumerate(raw.get("metrics") or []):
+    for i, m in enumerate(items("metrics")):
         if isinstance(m, str) and m.split("[")[0].lower() not in METRICS:
             out.append(f"metrics[{i}]: unknown metric {m!r}")
     data = raw.get("data") or {}

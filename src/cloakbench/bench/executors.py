@@ -34,6 +34,11 @@ def run_ray(runner: Runner, progress: Callable[[Spec, str], None] | None = None,
         import ray
     except ImportError as exc:
         raise ImportError(f"the ray executor needs `pip install 'cloakbench[ray]'` ({exc})") from exc
+    with runner.session():
+        return _run_ray(runner, ray, progress, address=address, num_cpus=num_cpus)
+
+
+def _run_ray(runner: Runner, ray, progress, *, address: str | None, num_cpus: int | None) -> dict[str, int]:
     started = not ray.is_initialized()
     if started:
         kw = {"address": address} if address else {"num_cpus": num_cpus, "include_dashboard": False}

@@ -10,19 +10,22 @@ runs once because identical specs have identical hashes.
 
 from __future__ import annotations
 
-import json
 import logging
 import platform
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 
 from .. import protocol, stages
-from ..images import IMAGE_SUFFIXES, atomic_write_bytes, parse_budget
+from ..stages.output import write_record
+from ..errors import RunFolderError
+from ..images import IMAGE_SUFFIXES, parse_budget
 from .config import BenchConfig, prompts
+from .runfolder import claim, locked, protection_label
 from .spec import Spec, files_hash
 from .store import write_rows
 
@@ -97,15 +100,9 @@ def plan(cfg: BenchConfig) -> tuple[list[Spec], dict[str, list[Path]]]:
                                                     "steps": cfg.sampling.steps, "seed": seed}, {"model": t.hash}))
                             add(Spec("evaluate", {"metrics": cfg.metrics, "resolution": cfg.resolution},
                                      {"images": s.hash, "references": ref_key},
-                                     {"identity": ident, "protection": _label(prot), "purification": pur,
+                                     {"identity": ident, "protection": protection_label(prot), "purification": pur,
                                       "recipe": recipe.name, "qes": int(qes), "seed": seed}))
     return list(specs.values()), files
-
-
-def _label(prot) -> str:
-    if prot.method.lower() == "none":
-        return "none"
-    return prot.method + (f"@{prot.eps}" if prot.eps is not None else "")
 
 
 def versions() -> dict[str, str]:
@@ -132,10 +129,11 @@ def versions() -> dict[str, str]:
 class Runner:
     """Runs a plan in ``run_dir`` (``artifacts/``, ``results.sqlite``, ``bench.log``)."""
 
-    def __init__(self, cfg: BenchConfig, run_dir: str | Path, *, device: str | None = None) -> None:
+    def __init__(self, cfg: BenchConfig, run_dir: str | Path, *, device: str | None = None, add: bool = False) -> None:
         from ..models.device import pick_device
 
-        self.cfg, self.run = cfg, Path(run_dir)
+        self.cfg, self.run, self.add = cfg, Path(run_dir), add
+        self._held = False
         self.art = self.run / "artifacts"
         self.db = self.run / "results.sqlite"
         self.device = str(pick_device(device))
@@ -162,8 +160,29 @@ class Runner:
         folder = self.folder(self.by_hash[key])
         return sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png")
 
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        """Hold the run folder (its lock) and check it belongs to this grid (``add``: or may join it);
+        re-entrant. :class:`~cloakbench.errors.RunFolderError` otherwise."""
+        if self._held:
+            yield
+            return
+        if self.run.exists() and not self.run.is_dir():
+            raise RunFolderError(f"--out {self.run} is a file, not a run folder")
+        with locked(self.run):
+            claim(self.run, self.cfg, add=self.add)
+            self._held = True
+            try:
+                yield
+            finally:
+                self._held = False
+
     def execute(self, progress: Callable[[Spec, str], None] | None = None) -> dict[str, int]:
         """Run every stage not yet done, in order; returns counts of run and skipped stages."""
+        with self.session():
+            return self._execute(progress)
+
+    def _execute(self, progress: Callable[[Spec, str], None] | None) -> dict[str, int]:
         self.art.mkdir(parents=True, exist_ok=True)
         ran = skipped = 0
         with (self.run / "bench.log").open("a") as logf:
@@ -199,7 +218,7 @@ class Runner:
         done = {"spec": {"kind": spec.kind, "params": spec.params, "inputs": spec.inputs, "labels": spec.labels},
                 "hash": spec.hash, "outputs": outputs, "seconds": seconds, "versions": versions(),
                 "device": self.device, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        atomic_write_bytes(final / "DONE.json", json.dumps(done, indent=2, default=str).encode())
+        write_record(final, "DONE.json", done)
 
     # ------------------------------------------------------------------ stages (cloakbench.stages does the work)
     def _model(self):

@@ -49,6 +49,7 @@ class Metric:
     value_range: ClassVar[tuple[float, float]] = (-math.inf, math.inf)
     needs_face: ClassVar[bool] = False
     needs_reference: ClassVar[bool] = False
+    paired: ClassVar[bool] = False  # compares image i with reference i (fidelity, budget): paired by file name
     licence: ClassVar[str] = "Apache-2.0"
     backend: str = "torch"
 

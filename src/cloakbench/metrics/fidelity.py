@@ -58,6 +58,7 @@ class PSNR(Metric):
     higher_better = None
     value_range = (0.0, float("inf"))
     needs_reference = True
+    paired = True
 
     def compute(self, images, references) -> MetricResult:
         per = psnr(images, _paired(images, references, self.name)).tolist()
@@ -72,6 +73,7 @@ class SSIM(Metric):
     higher_better = None
     value_range = (-1.0, 1.0)
     needs_reference = True
+    paired = True
 
     def compute(self, images, references) -> MetricResult:
         per = ssim(images, _paired(images, references, self.name)).tolist()
@@ -82,6 +84,7 @@ class _Budget(Metric):
     higher_better = None
     value_range = (0.0, 255.0)
     needs_reference = True
+    paired = True
     field = ""
 
     def compute(self, images, references) -> MetricResult:
@@ -120,6 +123,7 @@ class LPIPS(Metric):
     higher_better = None
     value_range = (0.0, 1.0)
     needs_reference = True
+    paired = True
     licence = "BSD-2-Clause (lpips); torchvision backbone weights"
 
     def __init__(self, net: str = "alex", device: str | None = None) -> None:

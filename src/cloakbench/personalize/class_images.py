@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -40,6 +41,7 @@ def prepare_class_images(
     guidance: float = 7.5,
     resolution: int | None = None,
     batch_size: int = 4,
+    progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """``n`` class images ``n x 3 x R x R`` in [0, 1]: existing ones from ``folder`` first, the rest generated."""
     from ..sample import SampleConfig, generate
@@ -52,7 +54,8 @@ def prepare_class_images(
     if missing > 0:
         log.warning("class folder %s has %d of %d images: generating %d with %r", folder, len(existing), n, missing, prompt)
         cfg = SampleConfig(steps=steps, guidance=guidance, batch_size=batch_size)
-        imgs = generate(model, [prompt], missing, cfg, seed=seed + len(existing), height=res, width=res)
+        imgs = generate(model, [prompt], missing, cfg, seed=seed + len(existing), height=res, width=res,
+                        progress=progress)
         save_images(imgs, folder, [f"class-{len(existing) + i:05d}" for i in range(missing)])
         existing = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     return read_images(existing[:n], res, min_size=min(64, res)).images

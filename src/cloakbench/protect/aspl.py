@@ -22,6 +22,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..errors import InputError
 from . import surrogate
 from .base import Protection, register_protection
 from .engine import gradient
@@ -114,10 +115,11 @@ class EASPL(ASPL):
 
     name = "e-aspl"
     paper = "Van Le et al., Anti-DreamBooth (ensemble ASPL), ICCV 2023"
+    min_models = 2
 
     def perturb(self, x0, models, gen, *, class_images=None):
-        if len(models) < 2:
-            raise ValueError("e-aspl needs an ensemble: pass two or more surrogate models")
+        if len(models) < self.min_models:
+            raise InputError("e-aspl needs an ensemble: pass two or more surrogate models (--model a,b)")
         return super().perturb(x0, models, gen, class_images=class_images)
 
 

@@ -57,6 +57,7 @@ class Protection:
     random_start: bool = False
     decay: bool = False
     options: ClassVar[dict[str, Any]] = {}  # method-specific defaults, overridable by keyword
+    min_models: ClassVar[int] = 1  # surrogates needed (ensembles: 2)
 
     def __init__(
         self,

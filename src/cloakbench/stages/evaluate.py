@@ -6,7 +6,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 from ..errors import InputError
 from ..images import DEFAULT_MIN_SIZE, read_images
@@ -45,16 +48,42 @@ def evaluate(
     refs = None
     if references is not None:
         refs = read_images(references, reference_size,
-                           min_size=None if reference_size is None else min(DEFAULT_MIN_SIZE, reference_size)).images
-    out = Evaluation(files=[p.name for p in gen.paths])
-    for name in metrics:
-        t0 = time.perf_counter()
-        metric = create_metric(name, **(options or {}).get(name.split("[")[0], {}))
+                           min_size=None if reference_size is None else min(DEFAULT_MIN_SIZE, reference_size))
+    built = [create_metric(name, **(options or {}).get(name.split("[")[0], {})) for name in metrics]
+    for name, metric in zip(metrics, built):
         if metric.needs_reference and refs is None:
             raise InputError(f"metric {name} needs reference images (--reference)")
-        out.results.append(metric(gen.images, refs if metric.needs_reference else None))
+    paired = _pair_by_name(gen.paths, refs) if any(m.paired for m in built) else None
+    out = Evaluation(files=[p.name for p in gen.paths])
+    for metric in built:
+        t0 = time.perf_counter()
+        ref = (paired if metric.paired else refs.images) if metric.needs_reference else None
+        out.results.append(metric(gen.images, ref))
         out.seconds[out.results[-1].name] = time.perf_counter() - t0
     return out
+
+
+def _pair_by_name(files: Sequence[Path], refs) -> "torch.Tensor":
+    """The references in the order of ``files``, matched by stem (``x.png`` <-> ``x.jpg``), or, for a file
+    whose stem has no exact match, by the one reference stem it ends with after a ``_`` or ``-`` (protection
+    tools prefix their outputs: Anti-DreamBooth / MetaCloak's ``noisy_0012_01.png`` <-> ``0012_01.png``).
+    An :class:`InputError` lists every unmatched name on either side."""
+    by_stem = {p.stem: i for i, p in enumerate(refs.paths)}
+    order: list[int | None] = []
+    for f in files:
+        stem = Path(f).stem
+        if stem in by_stem:
+            order.append(by_stem[stem])
+            continue
+        hits = [i for s, i in by_stem.items() if stem.endswith(("_" + s, "-" + s))]
+        order.append(hits[0] if len(hits) == 1 else None)
+    only_images = [Path(f).name for f, i in zip(files, order) if i is None]
+    only_refs = [p.name for i, p in enumerate(refs.paths) if i not in order]
+    if only_images or only_refs or len(set(order)) != len(order):
+        raise InputError("fidelity and budget metrics compare images with the reference of the same name; unmatched: "
+                         + "; ".join(x for x in (f"images {', '.join(only_images)}" if only_images else "",
+                                                 f"references {', '.join(only_refs)}" if only_refs else "") if x))
+    return refs.images[order]
 
 
 def write_metrics(folder: Path, evaluation: Evaluation, name: str = "metrics.json") -> None:

@@ -1,14 +1,17 @@
-"""Where a stage's outputs go: a work folder beside the destination, moved into place when complete."""
+"""Where a stage's outputs go, and the guards that keep a user's files: a destination is checked before
+any work (:func:`check_destination`), outputs are named one per input (:func:`unique_stems`), and a stage
+writes into a work folder beside the destination that replaces it whole when complete (:func:`staged`)."""
 
 from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ..errors import InputError
 from ..images import atomic_write_bytes
 
 
@@ -27,24 +30,56 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
+def unique_stems(paths: Sequence[Path]) -> list[str]:
+    """The stems that name each input's outputs (``a.jpg`` -> ``a.png``); an :class:`InputError` listing
+    the files when two inputs share a stem (``a.png`` and ``a.jpg`` would write one ``a.png``)."""
+    by_stem: dict[str, list[Path]] = {}
+    for p in paths:
+        by_stem.setdefault(Path(p).stem, []).append(Path(p))
+    clashes = {s: ps for s, ps in by_stem.items() if len(ps) > 1}
+    if clashes:
+        listed = "; ".join(", ".join(str(p) for p in ps) for ps in clashes.values())
+        raise InputError(f"inputs share a name (their outputs would overwrite each other): {listed}; rename them")
+    return [Path(p).stem for p in paths]
+
+
+def check_destination(final: Path, inputs: Sequence[Path] = (), *, overwrite: bool = False,
+                      record: str | None = None) -> None:
+    """Refuse an output folder that would lose data, before any work: a file in its place, a folder that
+    holds an input (the output folder is the input folder, or contains it), or, without ``overwrite``,
+    a folder that already holds results (``record``) or anything else."""
+    final = Path(final)
+    if final.exists() and not final.is_dir():
+        raise InputError(f"output {final} is a file, not a folder")
+    root = final.resolve()
+    held = [Path(p) for p in inputs if Path(p).resolve().is_relative_to(root)]
+    if held:
+        raise InputError(f"output folder {final} holds input file(s) ({', '.join(str(p) for p in held[:3])}"
+                         f"{', ...' if len(held) > 3 else ''}): writing there would replace them; choose another folder")
+    if final.is_dir() and any(final.iterdir()) and not overwrite:
+        what = f"holds results ({record})" if record and (final / record).exists() else "is not empty"
+        raise InputError(f"output folder {final} {what}; pass --overwrite to replace the whole folder")
+
+
 @contextmanager
 def staged(final: Path) -> Iterator[Path]:
-    """A fresh work folder ``<parent>/.<name>.partial``; on success its files move into ``final``
-    (created if needed; files of the same name are replaced, subfolders swapped whole). On error
-    the work folder is removed and ``final`` is left as it was."""
+    """A fresh work folder beside ``final`` (``.<name>.partial``) for a stage to write into. On success the
+    work folder replaces ``final`` whole (an existing ``final`` is renamed aside first and removed after
+    the swap, so a crash leaves either the old or the new folder); on error it is removed and ``final`` is
+    left as it was. Call :func:`check_destination` first."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     work = final.parent / f".{final.name}.partial"
-    if work.exists():
-        shutil.rmtree(work)
+    old = final.parent / f".{final.name}.old"
+    for leftover in (work, old):
+        if leftover.exists():
+            shutil.rmtree(leftover)
     work.mkdir()
     try:
         yield work
-        final.mkdir(parents=True, exist_ok=True)
-        for item in sorted(work.iterdir()):
-            target = final / item.name
-            if target.is_dir() and item.is_dir():
-                shutil.rmtree(target)
-            item.replace(target)
+        if final.exists():
+            final.replace(old)
+        work.replace(final)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)

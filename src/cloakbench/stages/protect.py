@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from .. import protocol
+from ..errors import InputError
 from ..images import (
     DEFAULT_MIN_SIZE,
     format_budget,
@@ -17,7 +18,7 @@ from ..images import (
     read_images,
     save_images,
 )
-from .output import write_record
+from .output import unique_stems, write_record
 
 
 def load_surrogates(models: str | Sequence[str], *, device: str | None = None, dtype: str = "fp32",
@@ -61,8 +62,11 @@ def protect(
 
     overrides = {k: v for k, v in {"eps": eps, "steps": steps}.items() if v is not None}
     prot = create_protection(method, **{**overrides, "prompt": prompt, "class_prompt": class_prompt, **(options or {})})
+    if len(surrogates) < prot.min_models:
+        raise InputError(f"{method} is an ensemble protection: it needs {prot.min_models} or more surrogate models, "
+                         f"got {len(surrogates)} (CLI: --model a,b; bench: protections[].models)")
     loaded = read_images(inputs, resolution, min_size=min(DEFAULT_MIN_SIZE, resolution))
-    names = [p.stem for p in loaded.paths]
+    names = unique_stems(loaded.paths)
     if progress is not None:
         prot.progress = progress
     t0 = time.perf_counter()

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from ..images import DEFAULT_MIN_SIZE, read_images, save_images
-from .output import write_record
+from .output import unique_stems, write_record
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +41,10 @@ def purify(
 
     loaded = read_images(inputs, resolution, min_size=min(DEFAULT_MIN_SIZE, resolution or DEFAULT_MIN_SIZE),
                          on_error="skip" if skip_bad else "raise")
+    names = unique_stems(loaded.paths)
     dev = str(pick_device(device))
     purifier = create_purifier(method, seed=seed, device=dev, **(options or {}))
     images = purifier.purify_same_size(loaded.images)
-    names = [p.stem for p in loaded.paths]
     save_images(images, out, names)
     record = {"method": method, "config": purifier.config(), "device": dev, "resolution": resolution,
               "seconds_per_image": purifier.stats["seconds_per_image"], "files": [n + ".png" for n in names],

@@ -1,0 +1,234 @@
+"""A user's files are never lost or mixed up, and bad input gets one named error (exit 2), not a traceback.
+
+Each test is one row of the table in docs/RELIABILITY.md."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+from typer.testing import CliRunner
+
+from cloakbench.bench import Runner, load_config
+from cloakbench.cli import app
+from cloakbench.errors import ConfigError, InputError, RunFolderError
+
+cli = CliRunner()
+
+
+def photos(folder: Path, names=("a.png", "b.png"), size=(72, 64)) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(names):
+        arr = np.random.default_rng(i).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+        Image.fromarray(arr).save(folder / name)
+    return folder
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def run(*args: str):
+    res = cli.invoke(app, [str(a) for a in args])
+    return res, " ".join(re.sub(r"[│╭╮╰╯─]", " ", res.output).split())
+
+
+PROTECT = ("-m", "advdm", "--model", "tiny", "--resolution", "64", "--steps", "1")
+
+
+# ------------------------------------------------------------------ 1. originals never replaced
+def test_output_folder_equal_to_input_is_refused_and_originals_kept(tmp_path):
+    src = photos(tmp_path / "photos")
+    before = snapshot(src)
+    for args in (("protect", src, src, *PROTECT), ("purify", src, src, "-m", "jpeg", "--resolution", "64"),
+                 ("purify", src, tmp_path, "-m", "jpeg", "--resolution", "64")):  # the output folder holds the inputs
+        res, text = run(*args)
+        assert res.exit_code == 2 and "holds input file" in text, text
+        assert snapshot(src) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photos"]  # nothing written beside
+
+
+# ------------------------------------------------------------------ 4. one output per input
+def test_inputs_sharing_a_stem_are_refused_with_their_names(tmp_path):
+    src = photos(tmp_path / "photos", names=("a.png", "a.jpg", "b.png"))
+    res, text = run("purify", src, tmp_path / "out", "-m", "jpeg", "--resolution", "64")
+    assert res.exit_code == 2 and "a.jpg" in text and "a.png" in text and "share a name" in text
+    assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------ 5. --overwrite replaces the whole folder
+def test_overwrite_replaces_the_whole_folder_and_refuses_without_it(tmp_path):
+    res, _ = run("purify", photos(tmp_path / "three", names=("x.png", "y.png", "z.png")), tmp_path / "out",
+                 "-m", "jpeg", "--resolution", "64")
+    assert res.exit_code == 0
+    res, text = run("purify", photos(tmp_path / "two", names=("x.png", "y.png")), tmp_path / "out", "-m", "jpeg",
+                    "--resolution", "64")
+    assert res.exit_code == 2 and "--overwrite" in text and len(list((tmp_path / "out").glob("*.png"))) == 3
+    res, _ = run("purify", tmp_path / "two", tmp_path / "out", "-m", "jpeg", "--resolution", "64", "--overwrite")
+    assert res.exit_code == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["purification.json", "x.png", "y.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "three", "two"]  # no work or old folder left
+
+
+# ------------------------------------------------------------------ 6. evaluate pairs by name
+def test_evaluate_pairs_fidelity_by_name_and_lists_unmatched(tmp_path):
+    a = photos(tmp_path / "a", names=("x.png", "y.png"))
+    b = photos(tmp_path / "b", names=("y.png", "x.png"))  # same pictures under swapped names
+    res, text = run("evaluate", a, "-r", b, "--metrics", "psnr", "--size", "0", "--json", tmp_path / "s.json")
+    assert res.exit_code == 0, text
+    psnr = json.loads((tmp_path / "s.json").read_text())["metrics"]["psnr"]
+    assert psnr["value"] < 20  # x compared with x (by name), not with position 0 of b
+    photos(tmp_path / "c", names=("x.png", "w.png"))
+    res, text = run("evaluate", a, "-r", tmp_path / "c", "--metrics", "psnr", "--size", "0")
+    assert res.exit_code == 2 and "unmatched" in text and "y.png" in text and "w.png" in text
+    same = photos(tmp_path / "same", names=("x.png", "y.png"))
+    res, _ = run("evaluate", a, "-r", same, "--metrics", "psnr", "--size", "0", "--json", tmp_path / "t.json")
+    data = json.loads((tmp_path / "t.json").read_text())  # identical files: PSNR is infinite, JSON stays valid
+    assert res.exit_code == 0 and data["metrics"]["psnr"]["value"] is None
+
+
+# ------------------------------------------------------------------ 3, 7. run identity and lock
+def _grid(tmp_path, name="g", steps=2, recipe="db") -> Path:
+    photos(tmp_path / "data" / "id1" / "clean", names=[f"{i}.png" for i in range(4)])
+    cfg = {"name": name, "model": "tiny", "resolution": 64, "data": {"root": str(tmp_path / "data"), "identities": ["id1"]},
+           "protections": [{"method": "none"}], "recipes": [{"name": recipe, "steps": steps, "prior": False}],
+           "sampling": {"n": 1, "steps": 2, "prompts": ["a photo of sks person"]}, "metrics": ["brisque"]}
+    path = tmp_path / f"{name}-{steps}-{recipe}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_a_different_grid_in_the_same_run_folder_is_refused(tmp_path):
+    run_dir = tmp_path / "run"
+    first = Runner(load_config(_grid(tmp_path, "g8", 8)), run_dir)
+    with first.session():
+        pass
+    other = Runner(load_config(_grid(tmp_path, "g4", 4)), run_dir)
+    with pytest.raises(RunFolderError, match="holds grid 'g8'.*not 'g4'"):
+        with other.session():
+            pass
+    # adding on purpose: refused while the recipe name 'db' would mean 4 steps here and 8 there
+    with pytest.raises(RunFolderError, match="recipe 'db'"):
+        with Runner(load_config(_grid(tmp_path, "g4", 4)), run_dir, add=True).session():
+            pass
+    with Runner(load_config(_grid(tmp_path, "g4b", 4, recipe="db4")), run_dir, add=True).session():
+        pass
+    assert json.loads((run_dir / "grid.json").read_text())["added"][0]["name"] == "g4b"
+    res, text = run("bench", _grid(tmp_path, "g4", 4), "--out", run_dir)
+    assert res.exit_code == 2 and "--add" in text
+
+
+def test_second_process_on_a_run_folder_is_refused_and_stale_lock_taken_over(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / ".lock").write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname(), "started": "t0"}))
+    res, text = run("bench", _grid(tmp_path), "--out", run_dir)
+    assert res.exit_code == 2 and f"in use by pid {os.getppid()}" in text
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (run_dir / ".lock").write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname(), "started": "t0"}))
+    with Runner(load_config(_grid(tmp_path)), run_dir).session():
+        assert json.loads((run_dir / ".lock").read_text())["pid"] == os.getpid()
+    assert not (run_dir / ".lock").exists()
+
+
+# ------------------------------------------------------------------ 8. named errors
+@pytest.mark.parametrize("args, message", [
+    (("protect", "{src}", "{out}", *PROTECT, "-o", "nosuch=1"), "nosuch"),
+    (("protect", "{src}", "{out}", "-m", "e-aspl", "--model", "tiny", "--resolution", "64", "--steps", "1"),
+     "ensemble"),
+    (("protect", "{src}", "{out}", *PROTECT, "--eps", "300/255"), "at most 255/255"),
+    (("protect", "{src}", "{out}", *PROTECT, "--eps", "1e-9"), "0/255"),
+    (("protect", "{src}", "{file}", *PROTECT), "is a file"),
+    (("purify", "{src}", "{out}", "-m", "jpeg", "--resolution", "-8"), "resolution -8"),
+    (("bench", "{cfg}", "--out", "{file}"), "is a file"),
+])
+def test_bad_input_is_one_named_error(tmp_path, args, message):
+    src = photos(tmp_path / "photos")
+    (tmp_path / "afile").write_text("x")
+    cfg = _grid(tmp_path)
+    fill = {"{src}": src, "{out}": tmp_path / "out", "{file}": tmp_path / "afile", "{cfg}": cfg}
+    res, text = run(*[fill.get(a, a) for a in args])
+    assert res.exit_code == 2 and message in text and "Traceback" not in res.output, text
+    assert not (tmp_path / "out").exists()
+
+
+def test_config_mistakes_are_named(tmp_path):
+    cfg = yaml.safe_load(_grid(tmp_path).read_text())
+    cfg["data"]["identities"] = ["../../etc"]
+    cfg["purifications"] = "jpeg"
+    cfg["protections"] = [{"method": "advdm", "eps": "8/255"}, {"method": "advdm", "eps": "8/255", "steps": 3}]
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "bad.yaml")
+    text = str(err.value)
+    assert "purifications: Input should be a valid list" in text and "unknown purifier 'j'" not in text
+    cfg["purifications"] = ["none"]
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(cfg))
+    text = str(pytest.raises(ConfigError, load_config, tmp_path / "bad.yaml").value)
+    assert "'../../etc' is not a folder name" in text and "share the label 'advdm@8/255'" in text
+
+
+def test_huge_image_refused_before_decoding(tmp_path, monkeypatch):
+    from cloakbench.images import read_images
+
+    photos(tmp_path / "p", names=("big.png",), size=(300, 200))
+    monkeypatch.setenv("CLOAKBENCH_MAX_PIXELS", "50000")
+    with pytest.raises(InputError.__mro__[1]) as err:  # CloakbenchError
+        read_images(tmp_path / "p", 64)
+    assert "300x200" in str(err.value) and "CLOAKBENCH_MAX_PIXELS" in str(err.value)
+
+
+def test_subfolders_and_symlink_loops_are_reported_not_silently_skipped(tmp_path, caplog):
+    from cloakbench.images import list_image_files
+
+    src = photos(tmp_path / "p")
+    (src / "more").mkdir()
+    (src / "loop.png").symlink_to(src / "loop.png")
+    (src / "scan.tif").write_bytes(b"II*\x00")
+    with caplog.at_level("WARNING"):
+        files = list_image_files(src)
+    assert [p.name for p in files] == ["a.png", "b.png"]
+    assert "more/" in caplog.text and "loop.png" in caplog.text and "scan.tif" in caplog.text
+
+
+def test_doctor_install_hints_keep_their_extras():
+    res = cli.invoke(app, ["doctor", "--no-smoke"])
+    assert "cloakbench[" in res.output  # rich markup would eat "[extra]"
+
+
+def test_corrupt_local_model_file_is_not_blamed_on_the_hub(tmp_path, tiny_model):
+    from cloakbench.errors import ModelLoadError
+    from cloakbench.models import load_model
+
+    tiny_model.save(tmp_path / "m")
+    weights = next((tmp_path / "m" / "unet").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[: 1000])
+    with pytest.raises(ModelLoadError) as err:
+        load_model(tmp_path / "m")
+    assert "local folder" in str(err.value) and "Hub" not in str(err.value)
+
+
+def test_progress_is_printed_as_lines_when_not_on_a_terminal():
+    from rich.console import Console
+
+    from cloakbench.progress import LineProgress, progress_bar
+
+    console = Console(record=True, force_terminal=False, width=100)
+    bar = progress_bar(console, "steps")
+    assert isinstance(bar, LineProgress)
+    bar.interval = 0
+    with bar:
+        t = bar.add_task("class images", total=3)
+        for i in range(3):
+            bar.update(t, completed=i + 1)
+    lines = console.export_text().splitlines()
+    assert lines[0].startswith("class images: 1/3") and lines[-1].startswith("class images: 3/3")
