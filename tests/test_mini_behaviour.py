@@ -20,8 +20,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cloakbench.mini import world
-from cloakbench.mini.stack import load_stack
+from cloakbench.models.mini import world
+from cloakbench.models.mini.stack import load_stack
 
 pytestmark = pytest.mark.slow  # 120-step DreamBooth runs; CI runs them (--runslow in .ci/run)
 
@@ -59,7 +59,8 @@ NOISE = "bhj noisy pattern"  # CDL's default noise phrase (docs/PAPER.md §5)
 
 def personalize(tmp_path, name: str, images: torch.Tensor, *, cdl: bool):
     from cloakbench.models import load_model
-    from cloakbench.personalize import CDLPolicy, DreamBoothTrainer, TrainConfig, prepare_class_images
+    from cloakbench.personalize import CDLPolicy, DreamBoothTrainer, TrainConfig
+    from cloakbench.sample import prepare_class_images
 
     model = load_model("mini")
     classes = prepare_class_images(model, 4, "a photo of toy", tmp_path / "classes", steps=20, resolution=32)

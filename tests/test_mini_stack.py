@@ -6,8 +6,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from cloakbench.mini import world
-from cloakbench.mini.stack import PARTS, SHIPPED, load_stack
+from cloakbench.models.mini import world
+from cloakbench.models.mini.stack import PARTS, SHIPPED, load_stack
 
 ROOT = Path(__file__).resolve().parents[1]
 

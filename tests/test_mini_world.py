@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from cloakbench.mini import world
+from cloakbench.models.mini import world
 from cloakbench.minilab.data import QUICK
 from cloakbench.minilab.train import train_all
 from cloakbench.minilab.validate import eer_threshold, roc_auc

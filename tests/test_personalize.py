@@ -12,8 +12,20 @@ import torch
 from cloakbench.errors import CheckpointError
 from cloakbench.images import read_images
 from cloakbench.models import build_tiny
-from cloakbench.personalize import CDLPolicy, DreamBoothTrainer, TrainConfig, load_personalized, prepare_class_images
-from cloakbench.sample import QES_NEGATIVE, SampleConfig, generate, initial_latents, qes_config
+from cloakbench.personalize import (
+    CDLPolicy,
+    DreamBoothTrainer,
+    TrainConfig,
+    load_personalized,
+)
+from cloakbench.sample import (
+    QES_NEGATIVE,
+    SampleConfig,
+    generate,
+    initial_latents,
+    prepare_class_images,
+    qes_config,
+)
 
 PROMPT = "a photo of sks person"
 
@@ -75,6 +87,22 @@ def test_stop_at_15_and_resume_equals_uninterrupted(faces, classes, tmp_path):
         assert torch.equal(p, q), n
 
 
+@pytest.mark.data
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_trainer_losses_equal_the_bare_loop(faces, classes, tmp_path, lora):
+    """Deferred syncs and log writes, prompts encoded once when the text encoder is frozen (LoRA), foreach
+    clipping: the trainer's losses stay bit-identical to a bare loop of the same math, and all are logged."""
+    from cloakbench.personalize.bare import bare_losses
+
+    cfg = _cfg(steps=13, lora=lora, lr=1e-3, checkpoint_every=0, log_every=5)
+    res = DreamBoothTrainer(build_tiny(), cfg, tmp_path / "t").fit(faces, classes)
+    ref = DreamBoothTrainer(build_tiny(), cfg, tmp_path / "b")
+    want = bare_losses(ref, ref._cache_latents(faces, 1), ref._cache_latents(classes, 2), 13).tolist()
+    assert res["losses"] == want
+    logged = [json.loads(x) for x in (tmp_path / "t/train_log.jsonl").read_text().splitlines()[1:]]
+    assert [r["step"] for r in logged] == list(range(1, 14)) and [r["loss"] for r in logged] == want
+
+
 class _Planted:
     """Unpickling this runs code: it writes a marker file (what a crafted optimizer.pt would do)."""
 
@@ -86,7 +114,7 @@ class _Planted:
 
 
 @pytest.mark.data
-def test_checkpoint_holds_tensors_only_and_a_planted_pickle_is_refused(faces, classes, tmp_path):
+def test_checkpoint_holds_tensors_only_and_a_planted_pickle_is_refused(faces, classes, tmp_path, caplog):
     DreamBoothTrainer(build_tiny(), _cfg(), tmp_path / "b").fit(faces, classes, stop_after=5)
     ckpt = tmp_path / "b/checkpoints/step-000005"
     assert sorted(p.name for p in ckpt.iterdir()) == ["optimizer.safetensors", "state.json", "trainable.safetensors"]
@@ -94,7 +122,10 @@ def test_checkpoint_holds_tensors_only_and_a_planted_pickle_is_refused(faces, cl
     (ckpt / "optimizer.safetensors").unlink()
     torch.save({"state": _Planted(marker)}, ckpt / "optimizer.pt")  # as an attacker would plant it
     with pytest.raises(CheckpointError, match="pickled optimizer.pt is never loaded"):
-        DreamBoothTrainer(build_tiny(), _cfg(), tmp_path / "b").fit(faces, classes, resume=True)
+        DreamBoothTrainer(build_tiny(), _cfg(), tmp_path / "b").load_checkpoint(ckpt)
+    with caplog.at_level(logging.WARNING):  # train --resume / a bench rerun: skipped, training starts over
+        res = DreamBoothTrainer(build_tiny(), _cfg(steps=6), tmp_path / "b").fit(faces, classes, resume=True)
+    assert res["resumed_from"] == 0 and "step-000005 ignored" in caplog.text
     assert not marker.exists()
 
 

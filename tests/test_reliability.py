@@ -77,6 +77,9 @@ def test_overwrite_replaces_the_whole_folder_and_refuses_without_it(tmp_path):
     assert res.exit_code == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["purification.json", "x.png", "y.png"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "three", "two"]  # no work or old folder left
+    mine = photos(tmp_path / "mine", names=("keep.png",))
+    res, text = run("purify", tmp_path / "two", mine, "-m", "jpeg", "--resolution", "64", "--overwrite")
+    assert res.exit_code == 2 and "holds no purification.json" in text and (mine / "keep.png").is_file()
 
 
 # ------------------------------------------------------------------ 6. evaluate pairs by name
@@ -89,7 +92,10 @@ def test_evaluate_pairs_fidelity_by_name_and_lists_unmatched(tmp_path):
     assert psnr["value"] < 20  # x compared with x (by name), not with position 0 of b
     photos(tmp_path / "c", names=("x.png", "w.png"))
     res, text = run("evaluate", a, "-r", tmp_path / "c", "--metrics", "psnr", "--size", "0")
-    assert res.exit_code == 2 and "unmatched" in text and "y.png" in text and "w.png" in text
+    assert res.exit_code == 2 and "y.png matches no reference" in text and "reference w.png is matched by 0" in text
+    prefixed = photos(tmp_path / "prot", names=("noisy_x.png", "noisy_y.png"))  # a protection tool's names
+    res, text = run("evaluate", prefixed, "-r", a, "--metrics", "psnr,linf", "--size", "0")
+    assert res.exit_code == 0, text
     same = photos(tmp_path / "same", names=("x.png", "y.png"))
     res, _ = run("evaluate", a, "-r", same, "--metrics", "psnr", "--size", "0", "--json", tmp_path / "t.json")
     data = json.loads((tmp_path / "t.json").read_text())  # identical files: PSNR is infinite, JSON stays valid
@@ -127,17 +133,21 @@ def test_a_different_grid_in_the_same_run_folder_is_refused(tmp_path):
     assert res.exit_code == 2 and "--add" in text
 
 
-def test_second_process_on_a_run_folder_is_refused_and_stale_lock_taken_over(tmp_path):
+def test_second_process_on_a_run_folder_is_refused_and_a_dead_holder_releases_it(tmp_path):
     run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    (run_dir / ".lock").write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname(), "started": "t0"}))
-    res, text = run("bench", _grid(tmp_path), "--out", run_dir)
-    assert res.exit_code == 2 and f"in use by pid {os.getppid()}" in text
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    (run_dir / ".lock").write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname(), "started": "t0"}))
+    code = ("import sys, time; from pathlib import Path; from cloakbench.bench.runfolder import locked\n"
+            "with locked(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(120)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(run_dir)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        res, text = run("bench", _grid(tmp_path), "--out", run_dir)
+        assert res.exit_code == 2 and f"in use by pid {holder.pid} on {socket.gethostname()}" in text, text
+    finally:
+        holder.kill()  # killed, not released: the kernel drops its lock
+        holder.wait()
     with Runner(load_config(_grid(tmp_path)), run_dir).session():
         assert json.loads((run_dir / ".lock").read_text())["pid"] == os.getpid()
-    assert not (run_dir / ".lock").exists()
+    assert (run_dir / ".lock").read_text() == ""
 
 
 # ------------------------------------------------------------------ 8. named errors

@@ -247,11 +247,8 @@ def purify(
     options.update({k: v for k, v in {"model": model, "weights": weights}.items() if v is not None})
     clean = sorted((in_dir / "clean").glob("*.png")) if (in_dir / "clean").is_dir() else None
     with console.status(f"{method} on {in_dir}"), stages.output.staged(out_dir) as work:
-        try:
-            record = stages.purify(in_dir, work, method=method, options=options, resolution=resolution or None,
-                                   seed=seed, device=device, clean=clean, skip_bad=skip_bad, extra={"input": str(in_dir)})
-        except TypeError as exc:
-            raise typer.BadParameter(str(exc), param_hint="--option") from None
+        record = stages.purify(in_dir, work, method=method, options=options, resolution=resolution or None,
+                               seed=seed, device=device, clean=clean, skip_bad=skip_bad, extra={"input": str(in_dir)})
     if record["skipped"]:
         console.print(f"[yellow]skipped {len(record['skipped'])} bad file(s): "
                       f"{', '.join(Path(p).name for p in record['skipped'])}[/yellow]")
@@ -374,7 +371,7 @@ def train(
     """DreamBooth / LoRA fine-tuning with optional CDL; resumable (Ctrl-C saves a checkpoint)."""
     from .models import load_model
     from .personalize import CDLPolicy, TrainConfig
-    from .personalize.class_images import cache_dir
+    from .sample.class_images import cache_dir
 
     cfg = TrainConfig(instance_prompt=instance_prompt, class_prompt=class_prompt, steps=steps, lr=lr, lora=lora,
                       lora_rank=lora_rank, lora_text_encoder=lora_text_encoder, prior_weight=1.0 if prior else 0.0,
@@ -426,7 +423,8 @@ def sample(
     """Generate images with our CFG loop; --qes applies the paper's quality-enhanced sampling."""
     if n < 1:
         raise typer.BadParameter("n must be >= 1", param_hint="-n")
-    stages.output.check_destination(out_dir, overwrite=overwrite, record="sample.json")
+    model_files = sorted(p for p in Path(model).rglob("*") if p.is_file()) if Path(model).is_dir() else []
+    stages.output.check_destination(out_dir, model_files, overwrite=overwrite, record="sample.json")
     prompts = prompt or list(protocol.SAMPLE_PROMPTS)
     with progress_bar(console, "count", transient=True) as bar, stages.output.staged(out_dir) as work:
         task = bar.add_task("sampling", total=len(prompts) * n)
@@ -529,7 +527,7 @@ def mini_train(
     """Train every mini model from scratch (seeded; under 60 minutes on 2 CPU cores) and validate it."""
     from dataclasses import replace
 
-    from .mini.stack import SHIPPED
+    from .models.mini.stack import SHIPPED
     from .minilab.data import FULL, QUICK
     from .minilab.train import train_all
 
@@ -541,7 +539,7 @@ def mini_train(
 @mini_app.command("validate")
 def mini_validate(folder: Path = typer.Argument(None, help="Weights folder (default: the shipped one).")) -> None:
     """Recompute the validation figures of saved mini weights (held-out subjects) into manifest.json."""
-    from .mini.stack import weights_dir
+    from .models.mini.stack import weights_dir
     from .minilab.validate import validate_saved
 
     validate_saved(folder or weights_dir(), log=lambda m: console.print(escape(m)))

@@ -132,8 +132,8 @@ def mini_checks(subjects: int = 36, photos: int = 4, seed: int = 12345) -> list[
 
     out: list[Check] = []
     try:
-        from .mini import world
-        from .mini.stack import load_stack
+        from .models.mini import world
+        from .models.mini.stack import load_stack
         from .minilab.validate import pair_similarities, quality_scores, roc_auc
 
         t0 = time.perf_counter()

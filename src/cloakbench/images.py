@@ -36,6 +36,8 @@ from .errors import ImageError
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+# image formats not read: named in a warning when a folder holds them (never skipped silently)
+OTHER_IMAGE_SUFFIXES = (".tif", ".tiff", ".bmp", ".gif", ".heic", ".heif", ".avif", ".jfif", ".jxl", ".jp2", ".ppm")
 DEFAULT_SIZE = 512  # paper §Fine-tuning: 512 px, center crop
 DEFAULT_MIN_SIZE = 64  # smaller inputs are refused rather than silently upscaled 8x or more
 DEFAULT_MAX_PIXELS = 64_000_000  # about 8000 x 8000: larger inputs are refused before decoding
@@ -64,7 +66,7 @@ def list_image_files(folder: str | os.PathLike[str]) -> list[Path]:
             files.append(p)
         elif p.name.startswith(".") or p.name == "clean":  # hidden; a protection's clean crops (protect writes them)
             continue
-        elif not is_file or p.suffix.lower() in (".tif", ".tiff", ".bmp", ".gif", ".heic"):
+        elif not is_file or p.suffix.lower() in OTHER_IMAGE_SUFFIXES:
             skipped.append(p.name + ("/" if p.is_dir() else ""))
     if skipped:
         log.warning("%s: not read (only %s files directly inside are images here): %s", folder,

@@ -38,7 +38,7 @@ class DataConfig(Strict):
 
 
 class WorldData(Strict):
-    """Identities from the mini world (:mod:`cloakbench.mini.world`) instead of folders: ``photos``
+    """Identities from the mini world (:mod:`cloakbench.models.mini.world`) instead of folders: ``photos``
     photos of each subject index, rendered once (deterministic from ``seed``) under
     ``$CLOAKBENCH_HOME/world``; identities are named ``subject<index>``."""
 
@@ -131,8 +131,25 @@ def _semantic(cfg: BenchConfig, base: Path) -> list[str]:
     for i, m in enumerate(cfg.metrics):
         if m.split("[")[0].lower() not in METRICS:
             problems.append(f"metrics[{i}]: unknown metric {m!r}")
+    for i, r in enumerate(cfg.recipes):
+        for pur in r.purifications or []:
+            if pur not in cfg.purifications:
+                problems.append(f"recipes[{i}].purifications: {pur!r} is not among purifications {cfg.purifications}")
+    names = [r.name for r in cfg.recipes]
+    if len(set(names)) != len(names):
+        problems.append("recipes: recipe names must be unique")
+    from .runfolder import protection_label
+
+    labels = [protection_label(p) for p in cfg.protections]
+    for label in sorted({x for x in labels if labels.count(x) > 1}):
+        problems.append(f"protections: two entries share the label {label!r} (method@eps): results would be averaged "
+                        "together; give them different budgets or run them in separate grids")
+    for i, m in enumerate(cfg.metrics):
+        if m.split("[")[0].lower() in METRICS and METRICS.get(m.split("[")[0]).factory.paired:
+            problems.append(f"metrics[{i}]: {m} compares each image with the reference of the same name; generated "
+                            "samples have no such pair (PSNR / SSIM / LPIPS of purified images are in the report)")
     if cfg.data.world is not None:
-        from ..mini.world import N_SUBJECTS
+        from ..models.mini.world import N_SUBJECTS
 
         if cfg.data.root is not None:
             problems.append("data: give either data.root or data.world, not both")
@@ -158,19 +175,6 @@ def _semantic(cfg: BenchConfig, base: Path) -> list[str]:
             for s in sub:
                 if not (root / ident / s).is_dir():
                     problems.append(f"data.identities: folder {root / ident / s} does not exist")
-    for i, r in enumerate(cfg.recipes):
-        for pur in r.purifications or []:
-            if pur not in cfg.purifications:
-                problems.append(f"recipes[{i}].purifications: {pur!r} is not among purifications {cfg.purifications}")
-    names = [r.name for r in cfg.recipes]
-    if len(set(names)) != len(names):
-        problems.append("recipes: recipe names must be unique")
-    from .runfolder import protection_label
-
-    labels = [protection_label(p) for p in cfg.protections]
-    for label in sorted({x for x in labels if labels.count(x) > 1}):
-        problems.append(f"protections: two entries share the label {label!r} (method@eps): results would be averaged "
-                        "together; give them different budgets or run them in separate grids")
     return problems
 
 
@@ -193,7 +197,7 @@ def load_config(path: str | Path) -> BenchConfig:
     if problems:
         raise ConfigError(str(path), problems)
     if cfg.data.world is not None:
-        from ..mini.data import materialize
+        from ..models.mini.data import materialize
 
         cfg.data.root, cfg.data.identities = materialize(cfg.data.world.subjects, cfg.data.world.photos,
                                                          cfg.data.world.seed)

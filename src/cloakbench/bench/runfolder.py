@@ -3,9 +3,9 @@
 A run folder belongs to one grid: at first use it records the config's name and hash and, for every
 cell label (protection, purification, recipe), the hash of what the label stands for. A different
 grid in the same folder is refused (naming both) unless the user adds to it on purpose; even then a
-label that would mean something else (two recipes named ``db``, 8 and 4 steps) is refused, so results
-of different work are never averaged as repeats. One process at a time holds ``.lock`` (pid, host,
-start); a lock left by a dead process on this host is taken over.
+label that would mean something else (two recipes named ``db``, 8 and 4 steps; the same recipe under
+another model) is refused, so results of different work are never averaged as repeats. One process at
+a time holds ``.lock`` (an ``flock``, released by the kernel when its process ends).
 """
 
 from __future__ import annotations
@@ -34,13 +34,20 @@ def _hash(obj: Any) -> str:
 
 def identity(cfg) -> dict[str, Any]:
     """``{"name", "hash", "labels": {kind: {label: hash}}}`` of a :class:`~cloakbench.bench.BenchConfig`
-    (the hash leaves out where the data lives and the executor: moving a run folder keeps it)."""
+    (the hash leaves out where the data lives and the executor: moving a run folder keeps it). A label's
+    hash covers its entry and every grid-wide setting that changes what a cell measures (model, resolution,
+    prompts, sampling, data split): the same label under another model is other work."""
     dump = cfg.model_dump(mode="json")
     dump.pop("executor", None)
     dump["data"].pop("root", None)
-    labels = {"protection": {protection_label(p): _hash(p.model_dump(mode="json")) for p in cfg.protections},
-              "purification": {p: _hash([p, cfg.purify_options.get(p, {})]) for p in cfg.purifications},
-              "recipe": {r.name: _hash(r.model_dump(mode="json")) for r in cfg.recipes}}
+    shared = {k: v for k, v in dump.items() if k not in ("name", "protections", "purifications", "purify_options",
+                                                         "recipes", "seeds", "metrics")}
+    shared["data"] = {k: v for k, v in dump["data"].items() if k not in ("identities", "world")}
+    if dump["data"].get("world"):
+        shared["data"]["world"] = {k: v for k, v in dump["data"]["world"].items() if k != "subjects"}
+    labels = {"protection": {protection_label(p): _hash([shared, p.model_dump(mode="json")]) for p in cfg.protections},
+              "purification": {p: _hash([shared, p, cfg.purify_options.get(p, {})]) for p in cfg.purifications},
+              "recipe": {r.name: _hash([shared, r.model_dump(mode="json")]) for r in cfg.recipes}}
     return {"name": cfg.name, "hash": _hash(dump), "labels": labels}
 
 
@@ -73,8 +80,10 @@ def claim(run: Path, cfg, *, add: bool = False) -> None:
                              f"work than in grid {held['name']!r}; rename them")
     for kind, labels in mine["labels"].items():
         held["labels"].setdefault(kind, {}).update(labels)
-    held["added"].append({"name": mine["name"], "hash": mine["hash"]})
-    _write(path, held)
+    entry = {"name": mine["name"], "hash": mine["hash"]}
+    if entry not in held["added"]:
+        held["added"].append(entry)
+        _write(path, held)
 
 
 def _write(path: Path, obj: dict) -> None:
@@ -83,41 +92,35 @@ def _write(path: Path, obj: dict) -> None:
     atomic_write_bytes(path, json.dumps(obj, indent=2).encode())
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @contextmanager
 def locked(run: Path) -> Iterator[None]:
-    """Hold ``run/.lock`` for the duration; :class:`RunFolderError` naming the holder when another live
-    process has it. A stale lock (its pid gone, same host) is taken over."""
+    """Hold an exclusive ``flock`` on ``run/.lock`` for the duration (the kernel releases it when the process
+    ends, however it ends: a lock is never stale); :class:`RunFolderError` naming the holder (pid, host,
+    start, written into the file) when another process has it."""
+    import fcntl
+
     run.mkdir(parents=True, exist_ok=True)
     path = run / LOCK
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                held = json.loads(path.read_text() or "{}")
-            except (OSError, json.JSONDecodeError):
-                held = {}
-            if held.get("host") == me["host"] and isinstance(held.get("pid"), int) and not _alive(held["pid"]):
-                path.unlink(missing_ok=True)  # stale: its process is gone
-                continue
-            raise RunFolderError(f"run folder {run} is in use by pid {held.get('pid', '?')} on {held.get('host', '?')} "
-                                 f"since {held.get('started', '?')}; wait for it, or remove {path} if that process "
-                                 "is gone") from None
-        with os.fdopen(fd, "w") as fh:
-            json.dump(me, fh)
-        break
+    fh = path.open("a+")
     try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        try:
+            held = json.loads(fh.read() or "{}")
+        except json.JSONDecodeError:
+            held = {}
+        fh.close()
+        raise RunFolderError(f"run folder {run} is in use by pid {held.get('pid', '?')} on {held.get('host', '?')} "
+                             f"since {held.get('started', '?')}; wait for it to finish") from None
+    try:
+        fh.seek(0)
+        fh.truncate()
+        json.dump({"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}, fh)
+        fh.flush()
         yield
     finally:
-        path.unlink(missing_ok=True)
+        fh.seek(0)
+        fh.truncate()
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        fh.close()

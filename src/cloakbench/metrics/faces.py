@@ -237,7 +237,7 @@ class DeepFaceVGG(FaceBackend):
 
 @FACE_BACKENDS.register("mini", licence="Apache-2.0 (trained by cloakbench mini train)")
 class MiniToys(FaceBackend):
-    """The mini world's identity encoder (:mod:`cloakbench.mini`): the whole 32 px photo is the "face"
+    """The mini world's identity encoder (:mod:`cloakbench.models.mini`): the whole 32 px photo is the "face"
     when the toy detector fires (logit > 0), embedded as a unit 64-d vector; cosine distance, with the
     threshold at the equal-error rate on held-out subjects (stored with the weights)."""
 
@@ -245,7 +245,7 @@ class MiniToys(FaceBackend):
     distance = "cosine"
 
     def __init__(self, threshold: float | None = None) -> None:
-        from ..mini.stack import load_stack
+        from ..models.mini.stack import load_stack
 
         self.stack = load_stack()
         self.threshold = float(threshold if threshold is not None

@@ -1,4 +1,4 @@
-"""The mini lab, on top of the mini model source (:mod:`cloakbench.mini`) and the core.
+"""The mini lab, on top of the mini model source (:mod:`cloakbench.models.mini`) and the core.
 
 * :mod:`.train`: ``cloakbench mini train``, seeded, every model from scratch on 2 CPU cores.
 * :mod:`.validate`: ``cloakbench mini validate``, figures on held-out subjects into ``manifest.json``.

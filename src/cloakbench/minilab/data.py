@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..mini import world
+from ..models.mini import world
 
 
 @dataclass(frozen=True)

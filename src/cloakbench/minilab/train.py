@@ -27,8 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..mini import nets, world
-from ..mini.world import CLASS_WORD
+from ..models.mini import nets, world
+from ..models.mini.world import CLASS_WORD
 from ..models import clip as clip_norm
 from .data import FULL, Data, MiniTrainConfig
 
@@ -385,7 +385,7 @@ def train_all(out: str | Path, cfg: MiniTrainConfig = FULL, log: Callable[[str],
     ``only``: train just these models and take the others from ``base`` (a saved weights folder, default
     the shipped one); thanks to the per-model streams and :func:`_as_shipped` the result equals the full run.
     """
-    from ..mini.stack import PARTS, MiniStack, save_all, weights_dir
+    from ..models.mini.stack import PARTS, MiniStack, save_all, weights_dir
     from .validate import validate_saved
 
     bad = sorted(set(only or []) - set(PARTS))

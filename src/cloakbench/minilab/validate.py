@@ -17,8 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..mini import world
-from ..mini.world import CLASS_WORD
+from ..models.mini import world
+from ..models.mini.world import CLASS_WORD
 from ..purify.mini import codesr, vq_restore
 from .data import FULL, Data, MiniTrainConfig
 
@@ -155,7 +155,7 @@ def validate_identity(net, data: Data) -> dict[str, float]:
 
 def validate_saved(out: str | Path, data: Data | None = None, log=print, cfg: MiniTrainConfig = FULL) -> dict:
     """Reload the saved (fp16-rounded) weights and write their validation figures into the manifest."""
-    from ..mini.stack import MiniStack
+    from ..models.mini.stack import MiniStack
 
     data = data or Data(replace(cfg, per_subject=1))
     stack = MiniStack.load(out)

@@ -56,7 +56,7 @@ def load_model(
     """Build the bundle from ``source`` and move it to ``device`` (cuda > mps > cpu) in ``dtype``.
 
     * ``"tiny"``: random tiny weights of the real classes (tests, plumbing).
-    * ``"mini"``: the shipped mini stack trained on the procedural world (32 px; :mod:`cloakbench.mini`).
+    * ``"mini"``: the shipped mini stack trained on the procedural world (32 px; :mod:`cloakbench.models.mini`).
     * a local diffusers folder (with ``model_index.json``): loaded with ``local_files_only``.
     * a single ``.safetensors`` / ``.ckpt`` file: needs ``config``, a local skeleton folder (configs
       and tokenizer, no weights) or hub id, because diffusers would otherwise guess a hub repo and go
@@ -73,7 +73,7 @@ def load_model(
 
         model = build_tiny()
     elif text == "mini":
-        from ..mini.stack import load_stack
+        from .mini.stack import load_stack
 
         model = load_stack().diffusion_model()
     elif path.is_dir():
@@ -133,7 +133,7 @@ def load_clip(source: str | os.PathLike[str] | Clip = DEFAULT_CLIP, *, device: s
         return source
     text = str(source)
     if text == "mini":  # the mini stack's CLIP (32 px, trained on the procedural world)
-        from ..mini.stack import load_stack
+        from .mini.stack import load_stack
 
         return load_stack().clip
     path = Path(text).expanduser()

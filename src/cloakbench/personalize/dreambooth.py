@@ -10,6 +10,7 @@ step k and resumed from its checkpoint ends with the same weights as an uninterr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -56,6 +57,7 @@ class TrainConfig:
     use_8bit_adam: bool = False
     gradient_checkpointing: bool = False
     checkpoint_every: int = 0  # 0: only on interruption
+    log_every: int = 10  # losses stay on the device and are written (one sync) every N steps
     seed: int = 0
     cdl: CDLPolicy = field(default_factory=CDLPolicy)
 
@@ -75,6 +77,8 @@ class TrainConfig:
             problems.append(f"mixed_precision must be no, bf16 or fp16 (got {self.mixed_precision!r})")
         if self.resolution % 8:
             problems.append(f"resolution must be a multiple of 8 (got {self.resolution})")
+        if self.log_every < 1:
+            problems.append(f"log_every must be >= 1 (got {self.log_every})")
         if problems:
             raise ValueError("invalid training config: " + "; ".join(problems))
 
@@ -140,6 +144,13 @@ class DreamBoothTrainer:
         self.instance_prompt = cfg.cdl.instance_prompt(cfg.instance_prompt)
         self.class_prompt = cfg.cdl.class_prompt(cfg.class_prompt)
 
+    @property
+    def text_encoder_trained(self) -> bool:
+        """Whether any text-encoder weight learns (full fine-tune, LoRA on it, or a new CDL token)."""
+        if self.cfg.lora:
+            return self.cfg.lora_text_encoder or self.token_id is not None
+        return self.cfg.train_text_encoder
+
     # ------------------------------------------------------------------ setup
     def _add_lora(self) -> None:
         with torch.random.fork_rng(devices=[]):
@@ -180,6 +191,8 @@ class DreamBoothTrainer:
                 log.warning("8-bit Adam needs CUDA; using torch AdamW")
             except ImportError:
                 log.warning("8-bit Adam needs bitsandbytes (pip install bitsandbytes); using torch AdamW")
+        if self.model.device.type == "cuda":
+            kw["fused"] = True  # one kernel for all parameters (CPU keeps the reference foreach path)
         if self.token_id is not None and self.cfg.lora:
             emb = self.params["text_encoder.token_embedding"]
             rest = [p for p in params if p is not emb]
@@ -198,8 +211,8 @@ class DreamBoothTrainer:
         save_file(self._trainable_state(), tmp / "trainable.safetensors")
         tensors, groups = optimizer_to_tensors(self.opt.state_dict())
         save_file(tensors, tmp / "optimizer.safetensors")
-        (tmp / "state.json").write_text(json.dumps({"step": step, "config": self.cfg.as_dict(),
-                                                    "optimizer": groups}, default=str))
+        (tmp / "state.json").write_text(json.dumps({"step": step, "config": json.loads(json.dumps(self.cfg.as_dict(), default=str)),
+                                                    "optimizer": groups}))  # optimizer values must be plain JSON
         final = root / f"step-{step:06d}"
         if final.exists():
             shutil.rmtree(final)
@@ -209,8 +222,14 @@ class DreamBoothTrainer:
         return final
 
     def latest_checkpoint(self) -> Path | None:
+        """The newest complete checkpoint. One without ``optimizer.safetensors`` (an older cloakbench's, or a
+        planted one: a pickled ``optimizer.pt`` could run code and is never loaded) is skipped with a warning."""
         done = sorted(p for p in (self.out / "checkpoints").glob("step-*") if (p / "state.json").is_file())
-        return done[-1] if done else None
+        safe = [p for p in done if (p / "optimizer.safetensors").is_file()]
+        for p in sorted(set(done) - set(safe)):
+            log.warning("checkpoint %s ignored: it holds no optimizer.safetensors (a pickled optimizer state is never "
+                        "loaded); training goes on from an earlier checkpoint or from the start", p)
+        return safe[-1] if safe else None
 
     def load_checkpoint(self, path: Path) -> int:
         state = load_file(path / "trainable.safetensors")
@@ -267,42 +286,60 @@ class DreamBoothTrainer:
             log_path.write_text(json.dumps({"instance_prompt": self.instance_prompt,
                                             "class_prompt": self.class_prompt if use_prior else None}) + "\n")
         self.model.unet.train()
-        self.model.text_encoder.train(cfg.train_text_encoder or cfg.lora_text_encoder)
+        self.model.text_encoder.train(self.text_encoder_trained)
         autocast = (torch.autocast(self.model.device.type, dtype=torch.bfloat16 if cfg.mixed_precision == "bf16" else torch.float16)
-                    if cfg.mixed_precision != "no" else None)
+                    if cfg.mixed_precision != "no" else contextlib.nullcontext())
         scaler = torch.amp.GradScaler(enabled=cfg.mixed_precision == "fp16" and self.model.device.type == "cuda")
-        t0, step, losses = time.perf_counter(), start, []
+        params = list(self.params.values())
+        t0, step, losses, pending = time.perf_counter(), start, [], []
+        order, epoch = None, None
+
+        def flush() -> None:
+            """One device sync and one log write for the losses since the last flush (kept on device)."""
+            if not pending:
+                return
+            values = torch.stack(pending).float().cpu().tolist()
+            with log_path.open("a") as fh:
+                fh.writelines(json.dumps({"step": step - len(values) + i + 1, "loss": v}) + "\n"
+                              for i, v in enumerate(values))
+            losses.extend(values)
+            pending.clear()
+            if progress is not None:
+                progress(step, cfg.steps, values[-1])
+
         try:
+            with autocast:  # prompts encoded once when the text encoder does not learn
+                text = None if self.text_encoder_trained else self.model.encode_prompt(prompts).detach()
             while step < cfg.steps:
-                order = _order(cfg.seed, step // length, length)
-                k = int(order[step % length])
+                if epoch != step // length:
+                    epoch = step // length
+                    order = _order(cfg.seed, epoch, length).tolist()
+                k = order[step % length]
                 batch = inst[k % inst.shape[0]][None]
                 if cls is not None:
                     batch = torch.cat([batch, cls[k % cls.shape[0]][None]])
-                gen = _step_generator(cfg.seed, step)
-                if autocast is not None:
-                    with autocast:
-                        loss = self._loss(batch, prompts, gen)
-                else:
-                    loss = self._loss(batch, prompts, gen)
+                with autocast:
+                    loss = self._loss(batch, prompts if text is None else text, _step_generator(cfg.seed, step))
                 self.opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.unscale_(self.opt)
-                torch.nn.utils.clip_grad_norm_(list(self.params.values()), 1.0)
+                torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True)
                 scaler.step(self.opt)
                 scaler.update()
                 step += 1
-                losses.append(float(loss.detach()))
-                with log_path.open("a") as fh:
-                    fh.write(json.dumps({"step": step, "loss": losses[-1]}) + "\n")
-                if progress is not None:
-                    progress(step, cfg.steps, losses[-1])
+                pending.append(loss.detach())
+                if step % cfg.log_every == 0:
+                    flush()
                 if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
+                    flush()
                     self.save_checkpoint(step)
                 if stop_after is not None and step >= stop_after and step < cfg.steps:
+                    flush()
                     self.save_checkpoint(step)
                     return {"stopped_at": step, "losses": losses}
+            flush()
         except KeyboardInterrupt:
+            flush()
             self.save_checkpoint(step)
             log.warning("interrupted at step %d; checkpoint saved, rerun with --resume", step)
             raise

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from ..mini.stack import load_stack
-from ..mini.world import downsample
+from ..models.mini.stack import load_stack
+from ..models.mini.world import downsample
 from .base import Purifier, register_purifier
 
 

@@ -35,7 +35,7 @@ def load_pixel_model(source: str, device: str = "cpu"):
     from diffusers import DDPMScheduler, UNet2DModel
 
     if source == "mini":
-        from ..mini.stack import load_stack
+        from ..models.mini.stack import load_stack
 
         return load_stack().pixel_model()
 

@@ -67,22 +67,28 @@ def _pair_by_name(files: Sequence[Path], refs) -> "torch.Tensor":
     """The references in the order of ``files``, matched by stem (``x.png`` <-> ``x.jpg``), or, for a file
     whose stem has no exact match, by the one reference stem it ends with after a ``_`` or ``-`` (protection
     tools prefix their outputs: Anti-DreamBooth / MetaCloak's ``noisy_0012_01.png`` <-> ``0012_01.png``).
-    An :class:`InputError` lists every unmatched name on either side."""
+    An :class:`InputError` lists every unmatched, ambiguous or doubly matched name."""
+    from .output import unique_stems
+
+    unique_stems(refs.paths)
     by_stem = {p.stem: i for i, p in enumerate(refs.paths)}
     order: list[int | None] = []
+    problems = []
     for f in files:
         stem = Path(f).stem
-        if stem in by_stem:
-            order.append(by_stem[stem])
-            continue
-        hits = [i for s, i in by_stem.items() if stem.endswith(("_" + s, "-" + s))]
+        hits = [by_stem[stem]] if stem in by_stem else [i for s, i in by_stem.items() if stem.endswith(("_" + s, "-" + s))]
         order.append(hits[0] if len(hits) == 1 else None)
-    only_images = [Path(f).name for f, i in zip(files, order) if i is None]
-    only_refs = [p.name for i, p in enumerate(refs.paths) if i not in order]
-    if only_images or only_refs or len(set(order)) != len(order):
-        raise InputError("fidelity and budget metrics compare images with the reference of the same name; unmatched: "
-                         + "; ".join(x for x in (f"images {', '.join(only_images)}" if only_images else "",
-                                                 f"references {', '.join(only_refs)}" if only_refs else "") if x))
+        if len(hits) > 1:
+            problems.append(f"{Path(f).name} matches {', '.join(refs.paths[i].name for i in hits)}")
+        elif not hits:
+            problems.append(f"{Path(f).name} matches no reference")
+    for i, p in enumerate(refs.paths):
+        n = order.count(i)
+        if n != 1:
+            problems.append(f"reference {p.name} is matched by {n} images")
+    if problems:
+        raise InputError("fidelity and budget metrics compare each image with the reference of the same name: "
+                         + "; ".join(problems))
     return refs.images[order]
 
 

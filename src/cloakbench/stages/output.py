@@ -5,7 +5,9 @@ writes into a work folder beside the destination that replaces it whole when com
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,8 +36,8 @@ def unique_stems(paths: Sequence[Path]) -> list[str]:
     """The stems that name each input's outputs (``a.jpg`` -> ``a.png``); an :class:`InputError` listing
     the files when two inputs share a stem (``a.png`` and ``a.jpg`` would write one ``a.png``)."""
     by_stem: dict[str, list[Path]] = {}
-    for p in paths:
-        by_stem.setdefault(Path(p).stem, []).append(Path(p))
+    for p in paths:  # case-folded: A.png and a.jpg are one file on macOS and Windows
+        by_stem.setdefault(Path(p).stem.casefold(), []).append(Path(p))
     clashes = {s: ps for s, ps in by_stem.items() if len(ps) > 1}
     if clashes:
         listed = "; ".join(", ".join(str(p) for p in ps) for ps in clashes.values())
@@ -49,6 +51,8 @@ def check_destination(final: Path, inputs: Sequence[Path] = (), *, overwrite: bo
     holds an input (the output folder is the input folder, or contains it), or, without ``overwrite``,
     a folder that already holds results (``record``) or anything else."""
     final = Path(final)
+    if final.is_symlink():
+        raise InputError(f"output {final} is a symbolic link: give the folder it points to ({final.resolve()})")
     if final.exists() and not final.is_dir():
         raise InputError(f"output {final} is a file, not a folder")
     root = final.resolve()
@@ -56,30 +60,45 @@ def check_destination(final: Path, inputs: Sequence[Path] = (), *, overwrite: bo
     if held:
         raise InputError(f"output folder {final} holds input file(s) ({', '.join(str(p) for p in held[:3])}"
                          f"{', ...' if len(held) > 3 else ''}): writing there would replace them; choose another folder")
-    if final.is_dir() and any(final.iterdir()) and not overwrite:
-        what = f"holds results ({record})" if record and (final / record).exists() else "is not empty"
-        raise InputError(f"output folder {final} {what}; pass --overwrite to replace the whole folder")
+    if final.is_dir() and any(final.iterdir()):
+        ours = record is not None and (final / record).is_file()
+        if not overwrite:
+            what = f"holds results ({record})" if ours else "is not empty"
+            raise InputError(f"output folder {final} {what}; pass --overwrite to replace the whole folder")
+        if not ours:  # --overwrite replaces a previous output of the same command, never a folder of other files
+            raise InputError(f"output folder {final} is not empty and holds no {record}: --overwrite only replaces an "
+                             "earlier output of this command; choose a new or empty folder")
 
 
 @contextmanager
 def staged(final: Path) -> Iterator[Path]:
-    """A fresh work folder beside ``final`` (``.<name>.partial``) for a stage to write into. On success the
-    work folder replaces ``final`` whole (an existing ``final`` is renamed aside first and removed after
-    the swap, so a crash leaves either the old or the new folder); on error it is removed and ``final`` is
-    left as it was. Call :func:`check_destination` first."""
+    """A fresh work folder beside ``final`` (``.<name>.partial-*``) for a stage to write into. On success the
+    work folder replaces ``final`` whole: an existing ``final`` is first renamed to ``.<name>.old-<pid>``,
+    then the work folder takes its place, then the old one is removed. On an error the old folder is put
+    back, so ``final`` is either the old or the new folder; a run killed between the two renames leaves
+    ``.<name>.old-<pid>``, which the next call puts back before it starts. Call :func:`check_destination`
+    first."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    work = final.parent / f".{final.name}.partial"
-    old = final.parent / f".{final.name}.old"
-    for leftover in (work, old):
-        if leftover.exists():
-            shutil.rmtree(leftover)
-    work.mkdir()
+    for left in sorted(final.parent.glob(f".{final.name}.old-*")):
+        if not final.exists():
+            left.replace(final)  # a swap killed halfway: the previous results come back
+        else:
+            shutil.rmtree(left, ignore_errors=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+    old = final.parent / f".{final.name}.old-{os.getpid()}"
+    moved = False
     try:
         yield work
         if final.exists():
             final.replace(old)
+            moved = True
         work.replace(final)
+        moved = False
     finally:
+        if moved:  # the swap failed after the old folder left: put it back
+            if final.exists():
+                shutil.rmtree(final, ignore_errors=True)
+            old.replace(final)
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from ..errors import InputError
 from ..images import DEFAULT_MIN_SIZE, read_images, save_images
 from .output import unique_stems, write_record
 
@@ -43,7 +44,10 @@ def purify(
                          on_error="skip" if skip_bad else "raise")
     names = unique_stems(loaded.paths)
     dev = str(pick_device(device))
-    purifier = create_purifier(method, seed=seed, device=dev, **(options or {}))
+    try:
+        purifier = create_purifier(method, seed=seed, device=dev, **(options or {}))
+    except TypeError as exc:  # an unknown option: the purifier's message lists the valid ones
+        raise InputError(str(exc)) from None
     images = purifier.purify_same_size(loaded.images)
     save_images(images, out, names)
     record = {"method": method, "config": purifier.config(), "device": dev, "resolution": resolution,

@@ -8,7 +8,7 @@ from . import world
 
 
 def world_root(seed: int = 0) -> Path:
-    from ..weights import home
+    from ...weights import home
 
     return home() / "world" / f"seed{seed}"
 
@@ -16,7 +16,7 @@ def world_root(seed: int = 0) -> Path:
 def materialize(subjects: list[int], photos: int, seed: int = 0, root: str | Path | None = None) -> tuple[Path, list[str]]:
     """Write ``photos`` PNGs of each subject to ``<root>/subject<index>/clean/NN.png`` (once: existing
     complete folders are kept; files are written atomically). Returns ``(root, identity names)``."""
-    from ..images import save_images
+    from ...images import save_images
 
     root = Path(root) if root is not None else world_root(seed)
     names = []

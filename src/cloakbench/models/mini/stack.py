@@ -1,8 +1,8 @@
 """The shipped mini weights: save, load, and view them as the full stack's objects.
 
-Weights live in ``cloakbench/mini/shipped/`` (fp16 safetensors, one file per model, and
+Weights live in ``cloakbench/models/mini/shipped/`` (fp16 safetensors, one file per model, and
 ``manifest.json`` with the training config, timings and validation figures). The architectures are
-rebuilt in code (:mod:`cloakbench.mini.nets`) and loaded in fp32, so ``--model mini`` goes through the
+rebuilt in code (:mod:`cloakbench.models.mini.nets`) and loaded in fp32, so ``--model mini`` goes through the
 same :class:`~cloakbench.models.DiffusionModel` bundle, the same :class:`~cloakbench.models.clip.Clip`
 wrapper, the same spandrel loader and the same diffusers pixel-DDPM path as real models.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import MiniWeightsError
+from ...errors import MiniWeightsError
 from . import nets
 
 SHIPPED = Path(__file__).parent / "shipped"
@@ -72,7 +72,7 @@ class MiniStack:
 
     @classmethod
     def load(cls, folder: str | Path | None = None) -> MiniStack:
-        from ..models.clip import Clip
+        from ..clip import Clip
 
         folder = Path(folder) if folder is not None else weights_dir()
         if not (folder / "manifest.json").is_file():
@@ -95,9 +95,9 @@ class MiniStack:
 
         from diffusers import DDPMScheduler, PNDMScheduler
 
-        from ..models.bundle import DiffusionModel
-        from ..models.tiny import SD_BETAS
-        from ..models.tokenizer import clip_tokenizer
+        from ..bundle import DiffusionModel
+        from ..tiny import SD_BETAS
+        from ..tokenizer import clip_tokenizer
 
         pt = self.manifest.get("prediction_type", "epsilon")  # a manifest without the key: epsilon
         sampler = PNDMScheduler(**SD_BETAS, prediction_type=pt, skip_prk_steps=True, set_alpha_to_one=False,

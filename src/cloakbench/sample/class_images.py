@@ -19,6 +19,7 @@ import torch
 from .. import protocol
 from ..images import IMAGE_SUFFIXES, read_images, save_images
 from ..models.bundle import DiffusionModel
+from .sampler import SampleConfig, generate
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,6 @@ def prepare_class_images(
     progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """``n`` class images ``n x 3 x R x R`` in [0, 1]: existing ones from ``folder`` first, the rest generated."""
-    from ..sample import SampleConfig, generate
-
     res = resolution or model.resolution
     folder = Path(folder) if folder is not None else cache_dir(model, prompt, seed, steps, guidance, res)
     folder.mkdir(parents=True, exist_ok=True)
