@@ -68,19 +68,31 @@ def test_missing_codeformer_weights_clear_error():
 def test_grid_tiles_cover_and_average():
     assert tile_positions(512, 256, 128) == [0, 128, 256] and tile_positions(200, 256, 128) == [0]
     x = torch.rand(1, 3, 512, 512, generator=torch.Generator().manual_seed(0))
-    ident = grid_purify(x, lambda t: t)
+    ident = grid_purify(x, lambda t, keys: t)
     assert torch.allclose(ident, x, atol=1e-6)
-    ones = grid_purify(torch.zeros(1, 1, 512, 512), lambda t: torch.ones_like(t))
+    ones = grid_purify(torch.zeros(1, 1, 512, 512), lambda t, keys: torch.ones_like(t))
     assert torch.equal(ones, torch.ones_like(ones))  # every pixel covered
-    calls = []
 
-    def const(t):
-        calls.append(1)
-        return torch.full_like(t, float(len(calls)))
+    def const(t, keys):  # each window's value: its 1-based row-major index
+        return torch.stack([torch.full_like(t[0], float(k + 1)) for k in keys])
 
-    avg = grid_purify(torch.zeros(1, 1, 512, 512), const, corners=False)
-    # pixel (200, 200) lies in tiles 1, 2, 4, 5 (row-major 3 x 3 grid, 1-based): mean 3.0
-    assert avg[0, 0, 200, 200].item() == pytest.approx(3.0) and avg[0, 0, 10, 10].item() == 1.0
+    for batch in (0, 1, 4):
+        avg = grid_purify(torch.zeros(1, 1, 512, 512), const, corners=False, batch=batch)
+        # pixel (200, 200) lies in tiles 1, 2, 4, 5 (row-major 3 x 3 grid, 1-based): mean 3.0
+        assert avg[0, 0, 200, 200].item() == pytest.approx(3.0) and avg[0, 0, 10, 10].item() == 1.0
+
+
+@pytest.mark.parametrize("name", ["gridpure", "pixel-diffpure"])
+def test_batched_tiles_equal_tile_by_tile(name):
+    """All tiles of a round in one UNet call give what one call per tile gives (each tile seeds its own noise)."""
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    kw = {"pixel_model": build_tiny_pixel_model(size=32), "tile": 32, "stride": 16, "t_star": 20, "steps": 3}
+    if name == "gridpure":
+        kw["iterations"] = 2
+    batched = create_purifier(name, seed=5, **kw)(x)
+    one_by_one = create_purifier(name, seed=5, tile_batch=1, **kw)(x)
+    assert torch.allclose(batched, one_by_one, atol=1e-5), (batched - one_by_one).abs().max()
+    assert not torch.allclose(batched, create_purifier(name, seed=6, **kw)(x), atol=1e-3)  # the seed matters
 
 
 def test_gridpure_identity_model_is_exact_and_gamma_blend():
@@ -169,3 +181,16 @@ def test_cli_purify_writes_json_and_refuses_bad_folders(shared_data, tmp_path):
     assert not (tmp_path / "out2").exists()  # nothing half-written
     res = CliRunner().invoke(app, ["purify", "--method", "jpeg", "--skip-bad", str(bad), str(tmp_path / "out3")])
     assert res.exit_code == 0 and len(list((tmp_path / "out3").glob("*.png"))) == 4
+
+
+def test_inference_dtype_defaults_half_on_cuda_fp32_on_cpu():
+    from cloakbench.models.device import default_dtype
+    from cloakbench.purify.pixel import PixelDiffPure
+    from cloakbench.purify.sr import SDUpscaler
+
+    assert default_dtype("cpu") == torch.float32 and default_dtype("cuda") == torch.bfloat16
+    assert default_dtype("cuda", "fp16") == torch.float16
+    assert create_purifier("jpeg").model_dtype() == torch.float32  # this machine: CPU
+    assert create_purifier("jpeg", device="cuda").model_dtype() == torch.bfloat16  # no model is built for jpeg
+    assert create_purifier("jpeg", device="cuda", dtype="fp32").model_dtype() == torch.float32  # --dtype wins
+    assert SDUpscaler.half == PixelDiffPure.half == "fp16"  # the reference implementations' precision

@@ -234,6 +234,8 @@ def purify(
     resolution: int = typer.Option(512, help="Resize + center-crop inputs to this size (0 keeps sizes)."),
     seed: int = typer.Option(0),
     device: str = typer.Option(None, help="cuda / mps / cpu (default: best available)."),
+    dtype: str = typer.Option(None, help="Diffusion model dtype: fp32, bf16, fp16 (default: the reference's half "
+                              "precision on CUDA, fp32 on CPU)."),
     skip_bad: bool = typer.Option(False, help="Skip unreadable or too-small files (listed) instead of stopping."),
     overwrite: bool = typer.Option(False, help="Replace an existing OUT_DIR whole."),
 ) -> None:
@@ -248,7 +250,8 @@ def purify(
     clean = sorted((in_dir / "clean").glob("*.png")) if (in_dir / "clean").is_dir() else None
     with console.status(f"{method} on {in_dir}"), stages.output.staged(out_dir) as work:
         record = stages.purify(in_dir, work, method=method, options=options, resolution=resolution or None,
-                               seed=seed, device=device, clean=clean, skip_bad=skip_bad, extra={"input": str(in_dir)})
+                               seed=seed, device=device, dtype=dtype, clean=clean, skip_bad=skip_bad,
+                               extra={"input": str(in_dir)})
     if record["skipped"]:
         console.print(f"[yellow]skipped {len(record['skipped'])} bad file(s): "
                       f"{', '.join(Path(p).name for p in record['skipped'])}[/yellow]")
@@ -363,6 +366,7 @@ def train(
     mixed_precision: str = typer.Option("no", help="no, bf16 or fp16."),
     use_8bit_adam: bool = typer.Option(False, "--8bit-adam", help="bitsandbytes AdamW8bit (CUDA only)."),
     gradient_checkpointing: bool = typer.Option(False),
+    compile_unet: bool = typer.Option(False, "--compile", help="torch.compile the UNet (GPU; first steps compile)."),
     checkpoint_every: int = typer.Option(100, help="Checkpoint every N steps (0: only on interruption)."),
     class_steps: int = typer.Option(protocol.CLASS_IMAGE_STEPS, help="Sampling steps for generated class images."),
     seed: int = typer.Option(0),
@@ -378,7 +382,7 @@ def train(
                       num_class_images=num_class_images, class_steps=class_steps, resolution=resolution,
                       mixed_precision=mixed_precision, use_8bit_adam=use_8bit_adam,
                       gradient_checkpointing=gradient_checkpointing, checkpoint_every=checkpoint_every, seed=seed,
-                      cdl=CDLPolicy(enabled=cdl, noise=noise, new_token=new_token))
+                      compile_unet=compile_unet, cdl=CDLPolicy(enabled=cdl, noise=noise, new_token=new_token))
     try:
         cfg.validate()
     except ValueError as exc:
@@ -418,6 +422,7 @@ def sample(
     extra_scale: float = typer.Option(0.0, help="Extra negative guidance on the noise phrase (0: off)."),
     seed: int = typer.Option(0),
     batch_size: int = typer.Option(4),
+    dtype: str = typer.Option(None, help="fp32, bf16 or fp16 (default: bf16 on CUDA, fp32 on CPU)."),
     overwrite: bool = typer.Option(False, help="Replace an existing OUT_DIR whole."),
 ) -> None:
     """Generate images with our CFG loop; --qes applies the paper's quality-enhanced sampling."""
@@ -428,7 +433,7 @@ def sample(
     prompts = prompt or list(protocol.SAMPLE_PROMPTS)
     with progress_bar(console, "count", transient=True) as bar, stages.output.staged(out_dir) as work:
         task = bar.add_task("sampling", total=len(prompts) * n)
-        record = stages.sample(model, work, prompts=prompts, n=n, qes=qes, seed=seed,
+        record = stages.sample(model, work, prompts=prompts, n=n, qes=qes, seed=seed, dtype=dtype,
                                progress=lambda d, t: bar.update(task, completed=d), steps=steps, guidance=guidance,
                                negative=negative, suffix=suffix, extra_scale=extra_scale, scheduler=scheduler,
                                batch_size=batch_size)

@@ -1,4 +1,5 @@
-"""Device and dtype choice: explicit always wins; otherwise cuda > mps > cpu, fp32."""
+"""Device and dtype choice: explicit always wins; otherwise cuda > mps > cpu; fp32, or half precision for
+inference on CUDA (:func:`default_dtype`)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,12 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     if mps is not None and mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def default_dtype(device: str | torch.device | None, half: str = "bf16") -> torch.dtype:
+    """The inference dtype when none is given: ``half`` (bf16, or fp16 where a reference used it) on CUDA,
+    fp32 elsewhere (CPU half precision is slow and inexact). Training and PGD choose their own."""
+    return parse_dtype(half) if pick_device(device).type == "cuda" else torch.float32
 
 
 def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:

@@ -58,6 +58,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     checkpoint_every: int = 0  # 0: only on interruption
     log_every: int = 10  # losses stay on the device and are written (one sync) every N steps
+    compile_unet: bool = False  # opt-in torch.compile of the UNet (in place: saved weights keep their names)
     seed: int = 0
     cdl: CDLPolicy = field(default_factory=CDLPolicy)
 
@@ -135,6 +136,8 @@ class DreamBoothTrainer:
             self.token_id = add_token(model, cfg.cdl.new_token, cfg.cdl.init_from)
         if cfg.lora:
             self._add_lora()
+        if cfg.compile_unet:
+            model.unet.compile()
         if cfg.gradient_checkpointing:
             model.unet.enable_gradient_checkpointing()
             if cfg.train_text_encoder:

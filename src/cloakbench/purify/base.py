@@ -33,14 +33,22 @@ class Purifier:
     differentiable: ClassVar[bool] = False
     options: ClassVar[dict[str, Any]] = {}
 
-    def __init__(self, seed: int = 0, device: str | None = None, **options: Any) -> None:
+    half: ClassVar[str] = "bf16"  # default inference dtype of its diffusion model on CUDA (fp32 on CPU)
+
+    def __init__(self, seed: int = 0, device: str | None = None, dtype: str | None = None, **options: Any) -> None:
         unknown = sorted(set(options) - set(self.options))
         if unknown:
-            raise TypeError(f"{self.name}: unknown option(s) {', '.join(unknown)}; valid: seed, device, "
+            raise TypeError(f"{self.name}: unknown option(s) {', '.join(unknown)}; valid: seed, device, dtype, "
                             f"{', '.join(sorted(self.options)) or '(none)'}")
         for k, v in self.options.items():
             setattr(self, k, options.get(k, v))
-        self.seed, self.device = seed, device
+        self.seed, self.device, self.dtype = seed, device, dtype
+
+    def model_dtype(self) -> torch.dtype:
+        """The dtype its diffusion model runs in: ``dtype`` if given, else :attr:`half` on CUDA, fp32 on CPU."""
+        from ..models.device import default_dtype, parse_dtype
+
+        return parse_dtype(self.dtype) if self.dtype else default_dtype(self.device, self.half)
         self.stats: dict[str, Any] = {}
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
@@ -70,7 +78,7 @@ class Purifier:
         return images + (out - images).detach()
 
     def config(self) -> dict[str, Any]:
-        return {"method": self.name, "paper": self.paper, "seed": self.seed,
+        return {"method": self.name, "paper": self.paper, "seed": self.seed, **({"dtype": self.dtype} if self.dtype else {}),
                 **{k: (str(v) if not isinstance(v, (int, float, str, bool, type(None), list)) else v)
                    for k in self.options for v in [getattr(self, k)]}}
 
@@ -109,7 +117,7 @@ def create_purifier(name: str, **overrides: Any) -> Purifier:
         parts = []
         for part in name.split("+"):
             cls = PURIFIERS.get(part.strip()).factory
-            kw = {k: v for k, v in overrides.items() if k in ("seed", "device") or k in getattr(cls, "options", {})}
+            kw = {k: v for k, v in overrides.items() if k in ("seed", "device", "dtype") or k in getattr(cls, "options", {})}
             parts.append(cls(**kw))
         return Compose(parts)
     return PURIFIERS.create(name, **overrides)

@@ -13,7 +13,7 @@ from .sr import RealESRGAN, SDUpscaler
 
 
 def _split(kw: dict, cls: type[Purifier]) -> dict:
-    return {k: v for k, v in kw.items() if k in cls.options or k in ("seed", "device")}
+    return {k: v for k, v in kw.items() if k in cls.options or k in ("seed", "device", "dtype")}
 
 
 class _CodeSRBase(Compose):
@@ -22,7 +22,7 @@ class _CodeSRBase(Compose):
     stage1_options = ("weights", "fidelity", "upscale", "upsample")
 
     def __init__(self, **kw):
-        s1 = {k: v for k, v in kw.items() if k in self.stage1_options or k in ("seed", "device")}
+        s1 = {k: v for k, v in kw.items() if k in self.stage1_options or k in ("seed", "device", "dtype")}
         s2 = _split({k: v for k, v in kw.items() if k not in self.stage1_options}, self.stage2)
         unknown = set(kw) - set(s1) - set(s2)
         if unknown:

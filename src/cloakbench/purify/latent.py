@@ -25,10 +25,10 @@ from .base import Purifier, register_purifier
 CLEAR_PROMPT = "a photo of a person, clear, high resolution, high quality, noise-free"
 
 
-def _model(source, device):
+def _model(source, device, dtype=torch.float32):
     from ..models import DiffusionModel, load_model
 
-    return source if isinstance(source, DiffusionModel) else load_model(source, device=device)
+    return source if isinstance(source, DiffusionModel) else load_model(source, device=device, dtype=dtype)
 
 
 @register_purifier
@@ -40,7 +40,7 @@ class LatentDiffPure(Purifier):
 
     def __init__(self, **kw):
         super().__init__(**kw)
-        self.sd = _model(self.model, self.device)
+        self.sd = _model(self.model, self.device, self.model_dtype())
 
     @torch.no_grad()
     def purify(self, images):

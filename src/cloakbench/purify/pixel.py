@@ -29,7 +29,7 @@ DEFAULT_PIXEL_MODEL = "google/ddpm-ema-celebahq-256"
 
 
 @functools.lru_cache(maxsize=2)
-def load_pixel_model(source: str, device: str = "cpu"):
+def load_pixel_model(source: str, device: str = "cpu", dtype: torch.dtype = torch.float32):
     """``(UNet2DModel, DDPMScheduler)`` from a DDPM folder or hub id (``"mini"``: the mini stack's 16 px
     pixel DDPM); a clear error when unavailable."""
     from diffusers import DDPMScheduler, UNet2DModel
@@ -48,7 +48,7 @@ def load_pixel_model(source: str, device: str = "cpu"):
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"pixel diffusion model {source!r} is not available{' offline' if _offline() else ''}: "
                              f"pass a local DDPM folder (unet/, scheduler/) ({type(exc).__name__})") from exc
-    return unet.to(device).eval().requires_grad_(False), sched
+    return unet.to(device, dtype).eval().requires_grad_(False), sched
 
 
 def build_tiny_pixel_model(seed: int = 0, size: int = 64):
@@ -63,8 +63,10 @@ def build_tiny_pixel_model(seed: int = 0, size: int = 64):
 
 
 @torch.no_grad()
-def diffpure(unet, sched, x: torch.Tensor, t_star: int, steps: int, gen: torch.Generator) -> torch.Tensor:
-    """Diffuse ``x`` (``B x 3 x h x w`` in [0, 1]) to ``t_star`` and denoise back with ``steps`` DDPM steps."""
+def diffpure(unet, sched, x: torch.Tensor, t_star: int, steps: int,
+             gen: torch.Generator | list[torch.Generator]) -> torch.Tensor:
+    """Diffuse ``x`` (``B x 3 x h x w`` in [0, 1]) to ``t_star`` and denoise back with ``steps`` DDPM steps;
+    ``gen`` one generator, or one per image (then each image's noise is its own, whatever the batch)."""
     from diffusers import DDPMScheduler
 
     if t_star <= 0:
@@ -72,14 +74,17 @@ def diffpure(unet, sched, x: torch.Tensor, t_star: int, steps: int, gen: torch.G
     s = DDPMScheduler.from_config(sched.config)
     ts = torch.linspace(t_star, 0, steps + 1)[:-1].round().long().unique_consecutive().tolist()
     s.set_timesteps(timesteps=ts)
-    dev = next(unet.parameters()).device
-    z = x.to(dev) * 2 - 1
-    noise = torch.randn(z.shape, generator=gen).to(z)
+    dev, dtype = next(unet.parameters()).device, next(unet.parameters()).dtype
+    z = x.to(dev, dtype) * 2 - 1
+    if isinstance(gen, list):  # one generator per image: the same noise whatever the batch
+        noise = torch.cat([torch.randn((1, *z.shape[1:]), generator=g) for g in gen]).to(z)
+    else:
+        noise = torch.randn(z.shape, generator=gen).to(z)
     z = s.add_noise(z, noise, torch.full((z.shape[0],), ts[0], dtype=torch.long, device=dev))
     for t in s.timesteps:
         eps = unet(z, t).sample
         z = s.step(eps, t, z, generator=gen).prev_sample
-    return ((z + 1) / 2).clamp(0, 1).cpu()
+    return ((z.float() + 1) / 2).clamp(0, 1).cpu()
 
 
 def tile_positions(size: int, tile: int, stride: int) -> list[int]:
@@ -92,31 +97,51 @@ def tile_positions(size: int, tile: int, stride: int) -> list[int]:
     return pos
 
 
-def grid_purify(x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], tile: int = 256, stride: int = 128,
-                corners: bool = True) -> torch.Tensor:
-    """Apply ``fn`` to overlapping tiles (and a mosaic of the four corners) and average the overlaps."""
-    _, _, h, w = x.shape
+def grid_purify(x: torch.Tensor, fn: Callable[[torch.Tensor, list[int]], torch.Tensor], tile: int = 256,
+                stride: int = 128, corners: bool = True, batch: int = 0) -> torch.Tensor:
+    """Apply ``fn`` to overlapping tiles (and a mosaic of the four corners) and average the overlaps.
+
+    ``fn(tiles, keys)`` gets ``N x C x tile x tile`` windows and one integer key per window (window ``k`` of
+    image ``b`` has key ``k * B + b``), so a random ``fn`` can seed each window alone and give the same
+    result however the windows are batched. ``batch``: windows per call (0: all of them in one call).
+    """
+    b, _, h, w = x.shape
     acc, cnt = torch.zeros_like(x), torch.zeros_like(x[:, :1])
-    for y in tile_positions(h, tile, stride):
-        for xx in tile_positions(w, tile, stride):
-            acc[..., y : y + tile, xx : xx + tile] += fn(x[..., y : y + tile, xx : xx + tile])
-            cnt[..., y : y + tile, xx : xx + tile] += 1
-    if corners and h >= tile and w >= tile:
-        c = tile // 2
-        mosaic = torch.cat([torch.cat([x[..., :c, :c], x[..., :c, -c:]], -1),
-                            torch.cat([x[..., -c:, :c], x[..., -c:, -c:]], -1)], -2)
-        p = fn(mosaic)
+    boxes = [(y, xx) for y in tile_positions(h, tile, stride) for xx in tile_positions(w, tile, stride)]
+    windows = [x[..., y : y + tile, xx : xx + tile] for y, xx in boxes]
+    c = tile // 2
+    mosaic = corners and h >= tile and w >= tile
+    if mosaic:
+        windows.append(torch.cat([torch.cat([x[..., :c, :c], x[..., :c, -c:]], -1),
+                                  torch.cat([x[..., -c:, :c], x[..., -c:, -c:]], -1)], -2))
+    tiles = torch.cat(windows)  # window-major: window k of image j at row k * B + j
+    step = batch or tiles.shape[0]
+    out = torch.cat([fn(tiles[i : i + step], list(range(i, min(i + step, tiles.shape[0]))))
+                     for i in range(0, tiles.shape[0], step)])
+    for k, (y, xx) in enumerate(boxes):
+        acc[..., y : y + tile, xx : xx + tile] += out[k * b : (k + 1) * b]
+        cnt[..., y : y + tile, xx : xx + tile] += 1
+    if mosaic:
+        p = out[len(boxes) * b :]
         for (sy, sx), (dy, dx) in zip([(0, 0), (0, c), (c, 0), (c, c)], [(0, 0), (0, w - c), (h - c, 0), (h - c, w - c)]):
             acc[..., dy : dy + c, dx : dx + c] += p[..., sy : sy + c, sx : sx + c]
             cnt[..., dy : dy + c, dx : dx + c] += 1
     return acc / cnt
 
 
+def tile_generators(seed: int, round_: int, keys: list[int]) -> list[torch.Generator]:
+    """One generator per window, seeded by (seed, round, window key): results do not depend on batching."""
+    import numpy as np
+
+    return [torch.Generator().manual_seed(int(np.random.SeedSequence([seed, round_, k]).generate_state(1)[0]))
+            for k in keys]
+
+
 class _Pixel(Purifier):
     def __init__(self, **kw):
         super().__init__(**kw)
         if getattr(self, "pixel_model", None) is None:
-            self.unet, self.sched = load_pixel_model(str(self.model), str(self.device or "cpu"))
+            self.unet, self.sched = load_pixel_model(str(self.model), str(self.device or "cpu"), self.model_dtype())
         else:
             self.unet, self.sched = self.pixel_model
 
@@ -125,12 +150,14 @@ class _Pixel(Purifier):
 class PixelDiffPure(_Pixel):
     name = "pixel-diffpure"
     paper = "Nie et al., Diffusion Models for Adversarial Purification (DiffPure), ICML 2022"
-    options = {"model": DEFAULT_PIXEL_MODEL, "pixel_model": None, "t_star": 100, "steps": 100, "tile": 256, "stride": 128}
+    half = "fp16"  # the reference's guided-diffusion ADM runs in fp16 (PAPER.md §9)
+    options = {"model": DEFAULT_PIXEL_MODEL, "pixel_model": None, "t_star": 100, "steps": 100, "tile": 256, "stride": 128,
+               "tile_batch": 0}
 
     def purify(self, images):
-        gen = self.generator()
-        return grid_purify(images, lambda t: diffpure(self.unet, self.sched, t, int(self.t_star), int(self.steps), gen),
-                           int(self.tile), int(self.stride), corners=False)
+        fn = lambda t, keys: diffpure(self.unet, self.sched, t, int(self.t_star), int(self.steps),  # noqa: E731
+                                      tile_generators(self.seed, 0, keys))
+        return grid_purify(images, fn, int(self.tile), int(self.stride), corners=False, batch=int(self.tile_batch))
 
 
 @register_purifier
@@ -138,14 +165,19 @@ class GrIDPure(_Pixel):
     name = "gridpure"
     paper = "Zhao et al., Can Protective Perturbation Safeguard Personal Data from Being Exploited by Stable Diffusion? (GrIDPure), CVPR 2024"
     options = {"model": DEFAULT_PIXEL_MODEL, "pixel_model": None, "t_star": 10, "steps": 10, "iterations": 20,
-               "gamma": 0.1, "tile": 256, "stride": 128, "tile_fn": None}
+               "gamma": 0.1, "tile": 256, "stride": 128, "tile_fn": None, "tile_batch": 0}
 
     def purify(self, images):
-        gen = self.generator()
-        fn = self.tile_fn or (lambda t: diffpure(self.unet, self.sched, t, int(self.t_star), int(self.steps), gen))
+        """``iterations`` rounds; in each, every tile of every image goes through one batched UNet call
+        (``tile_batch`` > 0: that many tiles per call), each tile with its own seeded noise."""
         x = images
-        for _ in range(int(self.iterations)):
-            pure = grid_purify(x, fn, int(self.tile), int(self.stride))
+        for it in range(int(self.iterations)):
+            if self.tile_fn is not None:
+                fn = lambda t, keys: self.tile_fn(t)  # noqa: E731
+            else:
+                fn = lambda t, keys, it=it: diffpure(self.unet, self.sched, t, int(self.t_star), int(self.steps),  # noqa: E731
+                                                     tile_generators(self.seed, it, keys))
+            pure = grid_purify(x, fn, int(self.tile), int(self.stride), batch=int(self.tile_batch))
             x = (1 - self.gamma) * pure + self.gamma * x
         return x
 

@@ -99,7 +99,7 @@ class SpandrelSR(Purifier):
 
 
 @functools.lru_cache(maxsize=2)
-def load_upscaler(source: str, device: str = "cpu"):
+def load_upscaler(source: str, device: str = "cpu", dtype: torch.dtype = torch.float32):
     """``StableDiffusionUpscalePipeline`` from a hub id or folder; a clear error when unavailable."""
     from diffusers import StableDiffusionUpscalePipeline
 
@@ -107,7 +107,7 @@ def load_upscaler(source: str, device: str = "cpu"):
 
     local = os.path.isdir(source)
     try:
-        pipe = StableDiffusionUpscalePipeline.from_pretrained(source, local_files_only=local or _offline())
+        pipe = StableDiffusionUpscalePipeline.from_pretrained(source, local_files_only=local or _offline(), torch_dtype=dtype)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"x4 upscaler {source!r} is not available{' offline' if _offline() else ''}: pass a "
                              f"local diffusers folder ({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
@@ -119,12 +119,13 @@ def load_upscaler(source: str, device: str = "cpu"):
 class SDUpscaler(Purifier):
     name = "sd-upscaler"
     paper = "Stable Diffusion x4 upscaler as in DiffShortcut defenses/sr.py (CodeSR stage 2)"
+    half = "fp16"  # the reference runs the upscaler in fp16 (PAPER.md §4)
     options = {"model": DEFAULT_UPSCALER, "prompt": "A photo of a person", "steps": 75, "guidance": 9.0,
                "noise_level": 20, "pre_size": 128, "out_size": None, "noise_sigma": 0.0}
 
     def __init__(self, **kw):
         super().__init__(**kw)
-        self.pipe = load_upscaler(str(self.model), str(self.device or "cpu"))
+        self.pipe = load_upscaler(str(self.model), str(self.device or "cpu"), self.model_dtype())
 
     @torch.no_grad()
     def purify(self, images):

@@ -25,6 +25,7 @@ def purify(
     resolution: int | None = 512,
     seed: int = 0,
     device: str | None = None,
+    dtype: str | None = None,
     clean: Sequence[Path] | None = None,
     skip_bad: bool = False,
     extra: dict[str, Any] | None = None,
@@ -45,7 +46,7 @@ def purify(
     names = unique_stems(loaded.paths)
     dev = str(pick_device(device))
     try:
-        purifier = create_purifier(method, seed=seed, device=dev, **(options or {}))
+        purifier = create_purifier(method, seed=seed, device=dev, **({"dtype": dtype} if dtype else {}), **(options or {}))
     except TypeError as exc:  # an unknown option: the purifier's message lists the valid ones
         raise InputError(str(exc)) from None
     images = purifier.purify_same_size(loaded.images)

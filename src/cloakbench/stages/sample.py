@@ -46,14 +46,17 @@ def sample(
     qes: bool = False,
     seed: int = 0,
     device: str | None = None,
+    dtype: str | None = None,
     progress: Callable[[int, int], None] | None = None,
     **config: Any,
 ) -> dict[str, Any]:
     """``n`` images per prompt from ``model`` (a training output folder, a diffusers folder, a hub id,
     ``tiny`` or ``mini``) into ``out/p<i>-<jjj>.png``, image ``k`` seeded ``seed + k``; the CDL policy
-    of a training output is read from its ``personalized.json``. ``config``: :func:`sample_config`'s
+    of a training output is read from its ``personalized.json``. ``dtype``: None runs bf16 on CUDA and fp32
+    on CPU (:func:`~cloakbench.models.device.default_dtype`). ``config``: :func:`sample_config`'s
     keywords. Writes and returns ``sample.json``."""
     from ..models import load_model
+    from ..models.device import default_dtype, parse_dtype
     from ..personalize import load_personalized, trained_cdl
     from ..sample import generate
 
@@ -62,11 +65,13 @@ def sample(
     prompts = list(prompts)
     cfg = sample_config(trained_cdl(model), qes=qes, **config)
     trained = Path(model).is_dir()
-    m = load_personalized(model, device=device) if trained else load_model(str(model), device=device)
+    dt = parse_dtype(dtype) if dtype else default_dtype(device)
+    m = load_personalized(model, device=device, dtype=dt) if trained else load_model(str(model), device=device, dtype=dt)
     images = generate(m, prompts, n, cfg, seed=seed, progress=progress)
     names = [f"p{i}-{j:03d}" for i in range(len(prompts)) for j in range(n)]
     save_images(images, out, names)
     record = {"model": str(model), "prompts": prompts, "n": n, "seed": seed, "qes": qes, "config": cfg.as_dict(),
+              "dtype": str(dt).replace("torch.", ""),
               "files": {f"{nm}.png": {"prompt": prompts[k // n] + cfg.suffix, "seed": seed + k}
                         for k, nm in enumerate(names)}}
     write_record(out, "sample.json", record)
