@@ -39,10 +39,21 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
+def seconds(kind: str, args, cfg: TrainConfig, inst: torch.Tensor, cls: torch.Tensor) -> float:
+    """Wall time of ``cfg.steps`` steps of the trainer or of the bare loop on a freshly built model."""
+    model = build(args)
+    if args.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    with tempfile.TemporaryDirectory() as out:
+        trainer = DreamBoothTrainer(model, cfg, out)
+        t0 = time.perf_counter()
+        if kind == "trainer":
+            trainer.save = lambda: None  # measure training only
+            trainer.fit(inst.to(args.device), cls.to(args.device))
+        else:
+            bare_losses(trainer, trainer._cache_latents(inst, 1), trainer._cache_latents(cls, 2), cfg.steps).cpu()
+        sync(args.device)
+        return time.perf_counter() - t0
 
 
 def main() -> None:
@@ -70,19 +81,7 @@ def main() -> None:
                           checkpoint_every=0, compile_unet=args.compile)
         rates = {}
         for kind in ("bare", "trainer") * args.repeat:  # alternated: the last of each is kept
-            model = build(args)
-            if args.device.startswith("cuda"):
-                torch.cuda.reset_peak_memory_stats()
-            with tempfile.TemporaryDirectory() as out:
-                t = DreamBoothTrainer(model, cfg, out)
-                if kind.startswith("trainer"):
-                    t.save = lambda: None  # measure training only
-                    sec = timed(lambda: (t.fit(inst.to(args.device), cls.to(args.device)), sync(args.device)))
-                else:
-                    sec = timed(lambda: (bare_losses(t, t._cache_latents(inst, 1), t._cache_latents(cls, 2), args.steps)
-                                         .cpu(), sync(args.device)))
-            rates[kind.strip()] = args.steps / sec
-            del model, t
+            rates[kind] = args.steps / seconds(kind, args, cfg, inst, cls)
         if args.device.startswith("cuda"):
             mem = f"{torch.cuda.max_memory_allocated() / 2**30:.1f} GiB (CUDA)"
         else:
