@@ -50,6 +50,19 @@ def test_codeformer_stage_changes_face_keeps_background(codeformer_ckpt, face, s
 
 
 @pytest.mark.data
+def test_codeformer_fidelity_reaches_the_network(codeformer_ckpt):
+    """The fidelity weight w is passed by the name the network takes (spandrel: ``weight``); before, ``w=``
+    fell into ``**kwargs`` and every fidelity gave the 0.5 output."""
+    from cloakbench.purify.codeformer import fidelity_keyword
+
+    crop = torch.rand(1, 3, 512, 512, generator=torch.Generator().manual_seed(0))
+    out = {w: create_purifier("codeformer", weights=str(codeformer_ckpt), fidelity=w).restore(crop) for w in (0.0, 0.5, 1.0)}
+    default = create_purifier("codeformer", weights=str(codeformer_ckpt)).restore(crop)
+    assert torch.equal(out[0.5], default) and not torch.allclose(out[0.0], out[1.0], atol=1e-4)
+    net = create_purifier("codeformer", weights=str(codeformer_ckpt)).desc.model
+    assert fidelity_keyword(net, 0.7) == {"weight": 0.7}
+
+
 def test_codesr_fast_end_to_end(codeformer_ckpt, face):
     p = create_purifier("codesr-fast", weights=str(codeformer_ckpt), pre_size=32)
     out = p(face)
