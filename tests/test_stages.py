@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,7 +16,7 @@ from cloakbench.bench import Runner, load_config
 from cloakbench.cli import app
 from cloakbench.purify import Purifier
 
-SMOKE = __import__("pathlib").Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
+SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
 
 
 @pytest.fixture()
@@ -86,3 +87,37 @@ def test_sample_config_is_one_rule(tmp_path):
     assert (plain.steps, plain.negative_prompt, plain.suffix) == (50, "", "")
     assert (qes.steps, qes.negative_prompt, qes.suffix) == (100, "noisy, lowres, artifact, pattern",
                                                             ", without bhj noisy pattern")
+
+
+@pytest.mark.data
+def test_setabc_layout_routes_each_set_to_its_stage(shared_data, tmp_path):
+    """Anti-DreamBooth's layout end to end: set_A trains the protector's surrogates (with the prior's class
+    images), set_B is protected and fine-tuned on, set_C is the evaluation's reference set."""
+    faces = shared_data / "faces/vggface2"
+    root = tmp_path / "data" / "id1"
+    clean = sorted((faces / "id1/clean").glob("*.png"))
+    for name, files in (("set_A", clean[:2]), ("set_B", clean[2:4]), ("set_C", sorted((faces / "id3/clean").glob("*.png"))[:2])):
+        (root / name).mkdir(parents=True)
+        for f in files:
+            shutil.copy(f, root / name / f.name)
+    cfg = {"name": "abc", "model": "tiny", "resolution": 64, "data": {"root": str(tmp_path / "data"), "layout": "setabc"},
+           "protections": [{"method": "aspl", "eps": "8/255", "steps": 2,
+                            "options": {"surrogate_steps": 1, "train_steps": 1, "pgd_steps": 2}}],
+           "recipes": [{"name": "db", "steps": 2, "num_class_images": 2, "class_steps": 2}],
+           "sampling": {"n": 1, "steps": 2, "prompts": ["a photo of sks person"]}, "metrics": ["brisque"]}
+    (tmp_path / "abc.yaml").write_text(yaml.safe_dump(cfg))
+    run = Runner(load_config(tmp_path / "abc.yaml"), tmp_path / "run", device="cpu")
+    protect = next(s for s in run.specs if s.kind == "protect")
+    classes = run.by_hash[protect.inputs["classes"]]
+    train = next(s for s in run.specs if s.kind == "train")
+    assert train.inputs["classes"] == classes.hash  # one class-image set for protector and mimic
+    run.run_stage(classes)
+    run.run_stage(protect)
+    rec = json.loads((run.folder(protect) / "protection.json").read_text())
+    names = lambda paths: sorted((Path(p).parent.name, Path(p).name) for p in paths)  # noqa: E731
+    assert names(rec["sources"]) == names(root / "set_B" / f.name for f in clean[2:4])
+    assert names(rec["surrogate_images"]) == names(root / "set_A" / f.name for f in clean[:2])
+    assert rec["surrogate_images_used"] is True and rec["class_images"] == 2
+    assert rec["config"]["clean_images"] == "tensor [2, 3, 64, 64]"
+    evaluate = next(s for s in run.specs if s.kind == "evaluate")
+    assert [p.parent.name for p in run.files[evaluate.inputs["references"]]] == ["set_C", "set_C"]

@@ -23,7 +23,7 @@ from typing import Any
 from .. import protocol, stages
 from ..stages.output import write_record
 from ..errors import RunFolderError
-from ..images import IMAGE_SUFFIXES, parse_budget
+from ..images import DEFAULT_MIN_SIZE, IMAGE_SUFFIXES, parse_budget, read_images
 from .config import BenchConfig, prompts
 from .runfolder import claim, locked, protection_label
 from .spec import Spec, files_hash
@@ -32,20 +32,23 @@ from .store import write_rows
 log = logging.getLogger(__name__)
 
 
-def identity_files(cfg: BenchConfig, ident: str) -> tuple[list[Path], list[Path]]:
-    """(images to protect and train on, clean reference images) of one identity."""
+def identity_files(cfg: BenchConfig, ident: str) -> tuple[list[Path], list[Path], list[Path]]:
+    """(images to protect and train on, clean reference images, the protector's clean images) of one identity.
+
+    ``setabc`` (Anti-DreamBooth's layout, the paper's): set_B, set_C, set_A; ``folder``: the split of one folder
+    and no separate protector's set (surrogates train on the images they protect)."""
     root = cfg.data.root / ident
 
     def imgs(folder: Path) -> list[Path]:
         return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
     if cfg.data.layout == "setabc":
-        return imgs(root / "set_B"), imgs(root / "set_C")
+        return imgs(root / "set_B"), imgs(root / "set_C"), imgs(root / "set_A")
     files = imgs(root / cfg.data.subdir)
     need = cfg.data.train + cfg.data.reference
     if len(files) < need:
         raise ValueError(f"{root / cfg.data.subdir}: {len(files)} images, the split needs {need}")
-    return files[: cfg.data.train], files[cfg.data.train : need]
+    return files[: cfg.data.train], files[cfg.data.train : need], []
 
 
 def identities(cfg: BenchConfig) -> list[str]:
@@ -63,20 +66,27 @@ def plan(cfg: BenchConfig) -> tuple[list[Spec], dict[str, list[Path]]]:
 
     instance_prompt, class_prompt = prompts(cfg)
     for ident in identities(cfg):
-        train_files, ref_files = identity_files(cfg, ident)
+        train_files, ref_files, protector_files = identity_files(cfg, ident)
         train_key, ref_key = "files:" + files_hash(train_files), "files:" + files_hash(ref_files)
         files[train_key], files[ref_key] = train_files, ref_files
+        protect_inputs = {"images": train_key}
+        if protector_files:  # setabc: surrogates train on set_A, with the prior's class images (Anti-DreamBooth)
+            protect_inputs["surrogate"] = "files:" + files_hash(protector_files)
+            files[protect_inputs["surrogate"]] = protector_files
         for seed in cfg.seeds:
             for prot in cfg.protections:
                 if prot.method.lower() == "none":  # the clean baseline: train on the images as they are
                     protected = train_key
                 else:
                     eps = None if prot.eps is None else parse_budget(prot.eps)
+                    inputs = dict(protect_inputs)
+                    if protector_files and _uses_prior(prot.method):
+                        inputs["classes"] = add(class_spec(cfg, class_prompt, seed)).hash
                     protected = add(Spec("protect", {"method": prot.method, "eps": eps, "steps": prot.steps,
                                                      "options": prot.options, "model": cfg.model, "models": prot.models,
                                                      "prompts": [instance_prompt, class_prompt],
                                                      "resolution": cfg.resolution, "seed": seed},
-                                         {"images": train_key}, {"identity": ident})).hash
+                                         inputs, {"identity": ident})).hash
                 for pur in cfg.purifications:
                     if prot.method.lower() == "none" and pur != "none" and not cfg.purify_clean:
                         continue
@@ -88,10 +98,7 @@ def plan(cfg: BenchConfig) -> tuple[list[Spec], dict[str, list[Path]]]:
                             continue
                         inputs = {"instances": u}
                         if recipe.prior:
-                            c = add(Spec("class_images", {"model": cfg.model, "prompt": class_prompt,
-                                                          "n": recipe.num_class_images, "steps": recipe.class_steps,
-                                                          "resolution": cfg.resolution, "seed": seed}))
-                            inputs["classes"] = c.hash
+                            inputs["classes"] = add(class_spec(cfg, class_prompt, seed, recipe)).hash
                         t = add(Spec("train", {"recipe": recipe.model_dump(), "model": cfg.model,
                                                "prompts": [instance_prompt, class_prompt],
                                                "resolution": cfg.resolution, "seed": seed}, inputs))
@@ -103,6 +110,23 @@ def plan(cfg: BenchConfig) -> tuple[list[Spec], dict[str, list[Path]]]:
                                      {"identity": ident, "protection": protection_label(prot), "purification": pur,
                                       "recipe": recipe.name, "qes": int(qes), "seed": seed}))
     return list(specs.values()), files
+
+
+def class_spec(cfg: BenchConfig, prompt: str, seed: int, recipe=None) -> Spec:
+    """The class-image stage of a recipe's prior, or of the protectors' surrogate training (the first prior
+    recipe's count and steps, else the paper's 200 x 50: one shared set when they agree)."""
+    recipe = recipe or next((r for r in cfg.recipes if r.prior), None)
+    n = recipe.num_class_images if recipe else protocol.NUM_CLASS_IMAGES
+    steps = recipe.class_steps if recipe else protocol.CLASS_IMAGE_STEPS
+    return Spec("class_images", {"model": cfg.model, "prompt": prompt, "n": n, "steps": steps,
+                                 "resolution": cfg.resolution, "seed": seed})
+
+
+def _uses_prior(method: str) -> bool:
+    """Whether a protection trains surrogates with DreamBooth's prior loss (ASPL family, FSMG, MetaCloak)."""
+    from ..protect import PROTECTIONS
+
+    return "prior_weight" in PROTECTIONS.get(method).factory.options
 
 
 def versions() -> dict[str, str]:
@@ -231,10 +255,16 @@ class Runner:
 
         p = spec.params
         instance_prompt, class_prompt = p.get("prompts", (protocol.INSTANCE_PROMPT, protocol.CLASS_PROMPT))
+        classes = None
+        if "classes" in spec.inputs:
+            classes = read_images(self._input_paths(spec.inputs["classes"]), p["resolution"],
+                                  min_size=min(DEFAULT_MIN_SIZE, p["resolution"])).images
+        surrogate = self._input_paths(spec.inputs["surrogate"]) if "surrogate" in spec.inputs else None
         return stages.protect(self._input_paths(spec.inputs["images"]), work, method=p["method"],
                               surrogates=load_surrogates(p.get("models") or [self.cfg.model], device=self.device),
                               eps=p["eps"], steps=p["steps"], prompt=instance_prompt, class_prompt=class_prompt,
-                              options=p["options"], resolution=p["resolution"], seed=p["seed"])
+                              options=p["options"], resolution=p["resolution"], seed=p["seed"],
+                              class_images=classes, surrogate_images=surrogate)
 
     def _stage_purify(self, spec: Spec, work: Path) -> dict[str, Any]:
         p = spec.params

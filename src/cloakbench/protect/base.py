@@ -44,6 +44,13 @@ def list_protections() -> list[str]:
     return PROTECTIONS.names()
 
 
+def _describe(value: Any) -> Any:
+    """A config value for JSON: tensors (clean sets, targets) by shape, never by their numbers."""
+    if isinstance(value, torch.Tensor):
+        return f"tensor {list(value.shape)}"
+    return value
+
+
 class Protection:
     """Base class: budget, step, steps, prompt, EOT, and per-method ``options``."""
 
@@ -129,7 +136,7 @@ class Protection:
         return {"method": self.name, "paper": self.paper, "eps": self.eps, "alpha": self.alpha, "steps": self.steps,
                 "norm": self.norm, "random_start": self.random_start, "prompt": self.prompt,
                 "class_prompt": self.class_prompt, "transforms": self.transform_spec, "eot_samples": self.eot_samples,
-                **{k: getattr(self, k) for k in self.options}}
+                **{k: _describe(getattr(self, k)) for k in self.options}}
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, x0: torch.Tensor, model: DiffusionModel | Sequence[DiffusionModel],

@@ -48,6 +48,7 @@ def protect(
     resolution: int = 512,
     seed: int = 0,
     class_images: torch.Tensor | None = None,
+    surrogate_images: str | Path | Sequence[Path] | None = None,
     progress: Callable[[int, int], None] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -57,11 +58,21 @@ def protect(
     protected) and ``out/protection.json``; returns that record. ``eps`` is in [0, 1] units (k/255),
     ``None`` keeps the method's default; the measured L-inf / L2 (k/255) compare the saved PNGs.
     ``prompt`` / ``class_prompt`` are the mimic's prompts the objective uses (Anti-DreamBooth's).
+    ``class_images`` (``N x 3 x R x R``): the prior-preservation set of surrogate training;
+    ``surrogate_images``: the protector's own clean photos (Anti-DreamBooth's set_A) that surrogates train on,
+    for the methods that take them (``clean_images``: ASPL family, FSMG); the record says whether they were used.
     """
     from ..protect import create_protection
 
     overrides = {k: v for k, v in {"eps": eps, "steps": steps}.items() if v is not None}
     prot = create_protection(method, **{**overrides, "prompt": prompt, "class_prompt": class_prompt, **(options or {})})
+    used_a = None
+    if surrogate_images is not None:
+        files = read_images(surrogate_images, resolution, min_size=min(DEFAULT_MIN_SIZE, resolution))
+        used_a = "clean_images" in type(prot).options
+        if used_a:
+            prot.clean_images = files.images
+        surrogate_images = [str(p) for p in files.paths]
     if len(surrogates) < prot.min_models:
         raise InputError(f"{method} is an ensemble protection: it needs {prot.min_models} or more surrogate models, "
                          f"got {len(surrogates)} (CLI: --model a,b; bench: protections[].models)")
@@ -84,7 +95,8 @@ def protect(
         "eps_nominal": prot.eps, "eps_nominal_255": format_budget(prot.eps),
         "measured": {"linf_255": d.linf_255.tolist(), "l2_255": d.l2_255.tolist(), **d.summary()},
         "files": {n + ".png": {"linf_255": float(a), "l2_255": float(b)} for n, a, b in zip(names, d.linf_255, d.l2_255)},
-        "sources": [str(p) for p in loaded.paths], **(extra or {}),
+        "sources": [str(p) for p in loaded.paths], "class_images": 0 if class_images is None else len(class_images),
+        "surrogate_images": surrogate_images, "surrogate_images_used": used_a, **(extra or {}),
     }
     write_record(out, "protection.json", record)
     return record
