@@ -161,7 +161,8 @@ def _parse_options(items: list[str] | None) -> dict:
 
 
 def _inputs(folder: Path) -> list[Path]:
-    """The image files a stage will read from ``folder`` (none when it is not a folder: the stage says why)."""
+    """The image files of ``folder``, listed once for the destination check and the stage (none when it is not a
+    folder of images: the stage, given the folder, says why)."""
     from .images import list_image_files
 
     try:
@@ -189,7 +190,7 @@ def protect(
     overwrite: bool = typer.Option(False, help="Replace an existing protection in OUT_DIR."),
 ) -> None:
     """Protect every image of IN_DIR with one method; write PNGs, clean/ and protection.json (measured budget)."""
-    from .images import format_budget, parse_budget, read_images
+    from .images import format_budget, parse_budget
     from .protect import create_protection
     from .stages.protect import load_surrogates
 
@@ -207,14 +208,14 @@ def protect(
         raise typer.BadParameter(f"resolution {resolution} is not a positive multiple of 8", param_hint="--resolution")
     if steps is not None and steps < 1:
         raise typer.BadParameter("steps must be >= 1", param_hint="--steps")
-    stages.output.check_destination(out_dir, _inputs(in_dir), overwrite=overwrite, record="protection.json")
-    classes = read_images(class_dir, resolution).images if class_dir is not None else None
+    inputs = _inputs(in_dir)
+    stages.output.check_destination(out_dir, inputs, overwrite=overwrite, record="protection.json")
     surrogates = load_surrogates(model, dtype=dtype, gradient_checkpointing=gradient_checkpointing)
     with progress_bar(console, "steps", transient=True) as bar, stages.output.staged(out_dir) as work:
         task = bar.add_task(f"{method} on {in_dir}", total=steps)
-        record = stages.protect(in_dir, work, method=method, surrogates=surrogates, eps=budget, steps=steps,
+        record = stages.protect(inputs or in_dir, work, method=method, surrogates=surrogates, eps=budget, steps=steps,
                                 prompt=prompt, class_prompt=class_prompt, options=_parse_options(option),
-                                resolution=resolution, seed=seed, class_images=classes,
+                                resolution=resolution, seed=seed, class_dir=class_dir,
                                 progress=lambda done, total: bar.update(task, completed=done, total=total),
                                 extra={"model": model, "dtype": dtype, "input": str(in_dir)})
     m = record["measured"]
@@ -244,12 +245,13 @@ def purify(
     if resolution < 0 or resolution % 8:
         raise typer.BadParameter(f"resolution {resolution} is not 0 (keep sizes) or a positive multiple of 8",
                                  param_hint="--resolution")
-    stages.output.check_destination(out_dir, _inputs(in_dir), overwrite=overwrite, record="purification.json")
+    inputs = _inputs(in_dir)
+    stages.output.check_destination(out_dir, inputs, overwrite=overwrite, record="purification.json")
     options = _parse_options(option)
     options.update({k: v for k, v in {"model": model, "weights": weights}.items() if v is not None})
     clean = sorted((in_dir / "clean").glob("*.png")) if (in_dir / "clean").is_dir() else None
     with console.status(f"{method} on {in_dir}"), stages.output.staged(out_dir) as work:
-        record = stages.purify(in_dir, work, method=method, options=options, resolution=resolution or None,
+        record = stages.purify(inputs or in_dir, work, method=method, options=options, resolution=resolution or None,
                                seed=seed, device=device, dtype=dtype, clean=clean, skip_bad=skip_bad,
                                extra={"input": str(in_dir)})
     if record["skipped"]:

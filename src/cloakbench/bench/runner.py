@@ -23,7 +23,7 @@ from typing import Any
 from .. import protocol, stages
 from ..stages.output import write_record
 from ..errors import RunFolderError
-from ..images import DEFAULT_MIN_SIZE, IMAGE_SUFFIXES, parse_budget, read_images
+from ..images import IMAGE_SUFFIXES, parse_budget
 from .config import BenchConfig, prompts
 from .runfolder import claim, locked, protection_label
 from .spec import Spec, files_hash
@@ -255,16 +255,13 @@ class Runner:
 
         p = spec.params
         instance_prompt, class_prompt = p.get("prompts", (protocol.INSTANCE_PROMPT, protocol.CLASS_PROMPT))
-        classes = None
-        if "classes" in spec.inputs:
-            classes = read_images(self._input_paths(spec.inputs["classes"]), p["resolution"],
-                                  min_size=min(DEFAULT_MIN_SIZE, p["resolution"])).images
+        classes = self.folder(self.by_hash[spec.inputs["classes"]]) if "classes" in spec.inputs else None
         surrogate = self._input_paths(spec.inputs["surrogate"]) if "surrogate" in spec.inputs else None
         return stages.protect(self._input_paths(spec.inputs["images"]), work, method=p["method"],
                               surrogates=load_surrogates(p.get("models") or [self.cfg.model], device=self.device),
                               eps=p["eps"], steps=p["steps"], prompt=instance_prompt, class_prompt=class_prompt,
                               options=p["options"], resolution=p["resolution"], seed=p["seed"],
-                              class_images=classes, surrogate_images=surrogate)
+                              class_dir=classes, surrogate_images=surrogate)
 
     def _stage_purify(self, spec: Spec, work: Path) -> dict[str, Any]:
         p = spec.params

@@ -7,7 +7,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from .. import protocol
 from ..errors import InputError
@@ -47,7 +46,7 @@ def protect(
     options: dict[str, Any] | None = None,
     resolution: int = 512,
     seed: int = 0,
-    class_images: torch.Tensor | None = None,
+    class_dir: str | Path | None = None,
     surrogate_images: str | Path | Sequence[Path] | None = None,
     progress: Callable[[int, int], None] | None = None,
     extra: dict[str, Any] | None = None,
@@ -58,7 +57,7 @@ def protect(
     protected) and ``out/protection.json``; returns that record. ``eps`` is in [0, 1] units (k/255),
     ``None`` keeps the method's default; the measured L-inf / L2 (k/255) compare the saved PNGs.
     ``prompt`` / ``class_prompt`` are the mimic's prompts the objective uses (Anti-DreamBooth's).
-    ``class_images`` (``N x 3 x R x R``): the prior-preservation set of surrogate training;
+    ``class_dir``: the prior-preservation images of surrogate training (every image in the folder);
     ``surrogate_images``: the protector's own clean photos (Anti-DreamBooth's set_A) that surrogates train on,
     for the methods that take them (``clean_images``: ASPL family, FSMG); the record says whether they were used.
     """
@@ -66,9 +65,11 @@ def protect(
 
     overrides = {k: v for k, v in {"eps": eps, "steps": steps}.items() if v is not None}
     prot = create_protection(method, **{**overrides, "prompt": prompt, "class_prompt": class_prompt, **(options or {})})
+    limit = min(DEFAULT_MIN_SIZE, resolution)
+    class_images = read_images(class_dir, resolution, min_size=limit).images if class_dir is not None else None
     used_a = None
     if surrogate_images is not None:
-        files = read_images(surrogate_images, resolution, min_size=min(DEFAULT_MIN_SIZE, resolution))
+        files = read_images(surrogate_images, resolution, min_size=limit)
         used_a = "clean_images" in type(prot).options
         if used_a:
             prot.clean_images = files.images
@@ -76,7 +77,7 @@ def protect(
     if len(surrogates) < prot.min_models:
         raise InputError(f"{method} is an ensemble protection: it needs {prot.min_models} or more surrogate models, "
                          f"got {len(surrogates)} (CLI: --model a,b; bench: protections[].models)")
-    loaded = read_images(inputs, resolution, min_size=min(DEFAULT_MIN_SIZE, resolution))
+    loaded = read_images(inputs, resolution, min_size=limit)
     names = unique_stems(loaded.paths)
     if progress is not None:
         prot.progress = progress
@@ -87,7 +88,7 @@ def protect(
 
     save_images(loaded.images, out / "clean", names)
     save_images(adv, out, names)
-    d = perturbation_norms(read_images(out / "clean", None, min_size=None).images,
+    d = perturbation_norms(read_images([out / "clean" / f"{n}.png" for n in names], None, min_size=None).images,
                            read_images([out / f"{n}.png" for n in names], None, min_size=None).images)
     record = {
         "method": prot.name, "paper": prot.paper, "config": prot.config(), "seed": seed, "steps": prot.steps,
