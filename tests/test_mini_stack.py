@@ -61,33 +61,50 @@ def test_doctor_measures_identity_auc_and_quality():
 
 
 def test_demo_command_on_a_reduced_grid(tmp_path):
-    """`cloakbench demo --config` end to end on 1 subject, 1 protection, few steps: table, report, analysis."""
+    """`cloakbench demo --config` end to end on 2 subjects, few steps: tables under 80 columns, gap and recovery
+    with intervals, report with large crisp image grids, analysis, resume."""
     from typer.testing import CliRunner
 
     from cloakbench.cli import app
 
     cfg = yaml.safe_load((ROOT / "configs" / "mini-paper.yaml").read_text())
-    cfg["data"]["world"]["subjects"] = cfg["data"]["world"]["subjects"][:1]
-    cfg["protections"] = [{"method": "none"}, {"method": "advdm", "steps": 3}]
-    cfg["purify_options"]["gridpure"]["iterations"] = 1
+    assert len(cfg["data"]["world"]["subjects"]) >= 2  # the demo's intervals are over subjects
+    assert all(world.subject(s).held_out for s in cfg["data"]["world"]["subjects"])
+    cfg["protections"] = [{"method": "none"}, {"method": "advdm", "steps": 2}]
     for r in cfg["recipes"]:
-        r.update(steps=3, num_class_images=2, class_steps=2)
-    cfg["sampling"].update(n=2, steps=3)
+        r.update(steps=2, num_class_images=2, class_steps=2)
+    cfg["sampling"].update(n=2, steps=2)
     path = tmp_path / "mini.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    res = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "run"), "--config", str(path)])
+    res = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "run"), "--config", str(path)], terminal_width=80)
     assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert max(len(line) for line in lines) <= 80
     text = " ".join(res.output.split())
-    assert "mini paper protocol" in text and "GrIDPure" in text and "latent misalignment" in text  # the printed tables
+    for word in ("verified", "ISM", "FDFR", "IQA", "gap", "CodeSR + CDL + QES", "latent misalignment"):
+        assert word in text, word
+    assert "…" not in res.output  # no header or cell cut to fit
     summary = json.loads((tmp_path / "run" / "demo.json").read_text())
     teams = {(r["protection"], r["red_team"]) for r in summary["rows"]}
-    assert ("none", "none") in teams and ("advdm", "CodeSR + CDL") in teams
-    assert len(teams) == 2 + 6  # clean (+ CDL) and the six red-teams
-    assert summary["identity_metric"] == "ism[mini]" and summary["quality_metric"] == "clip_iqac[mini]"
-    red = [r for r in summary["rows"] if r["protection"] == "advdm" and r["red_team"] != "none"]
-    # both gaps' recovered shares (None where a metric has no value, e.g. ISM when no toy was detected)
-    assert red and all("recovered" in r and "quality_recovered" in r for r in red)
-    assert any(r["quality_recovered"] is not None for r in red)
-    assert (tmp_path / "run" / "report.html").is_file() and (tmp_path / "run" / "analysis" / "misalignment.json").is_file()
+    assert teams == {("none", "none"), ("none", "CDL + QES"), ("advdm", "none"), ("advdm", "CodeSR"),
+                     ("advdm", "CDL + QES"), ("advdm", "CodeSR + CDL + QES")}
+    assert summary["metrics"] == {"verified": "verified[mini]", "ism": "ism[mini]", "clip_iqac": "clip_iqac[mini]"}
+    assert len(summary["identities"]) == 2
+    gap = next(e for e in summary["effects"] if e["protection"] == "advdm" and e["red_team"] == "none")
+    assert gap["verified"]["n"] == 2 and len(gap["verified"]["ci"]) == 2 and "same_sign" in gap["verified"]
+    full = next(e for e in summary["effects"] if e["red_team"] == "CodeSR + CDL + QES")
+    assert full["clip_iqac"] is not None and full["clip_iqac"]["n"] == 2
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert 'class="grid px"' in html and "width:96px" in html  # 32 px samples shown at 96 px, crisp
+    assert (tmp_path / "run" / "analysis" / "misalignment.json").is_file()
     again = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "run"), "--config", str(path)])
     assert again.exit_code == 0 and "ran 0" in again.output  # resumes: nothing redone
+
+
+def test_demo_full_and_config_are_exclusive(tmp_path):
+    from typer.testing import CliRunner
+
+    from cloakbench.cli import app
+
+    res = CliRunner().invoke(app, ["demo", "--full", "--config", "x.yaml", "--out", str(tmp_path / "r")])
+    assert res.exit_code != 0 and "not both" in res.output

@@ -531,7 +531,7 @@ def mini_train(
     base: Path = typer.Option(None, "--base", help="Weights folder the --only run takes the other models from "
                               "(default: the shipped one)."),
 ) -> None:
-    """Train every mini model from scratch (seeded; under 60 minutes on 2 CPU cores) and validate it."""
+    """Train every mini model from scratch (seeded; under an hour on 2 CPU cores) and validate it."""
     from dataclasses import replace
 
     from .models.mini.stack import SHIPPED
@@ -556,10 +556,14 @@ def mini_validate(folder: Path = typer.Argument(None, help="Weights folder (defa
 def demo(
     out: Path = typer.Option(Path("cloakbench-demo"), "--out", help="Run folder (rerun to resume)."),
     config: Path = typer.Option(None, help="Mini bench YAML (default: the shipped mini-paper.yaml)."),
+    full: bool = typer.Option(False, "--full", help="Run mini-eval.yaml: 8 held-out subjects x 2 seeds, AdvDM and "
+                              "ASPL, with and without the full red-team (TIME on 2 cores)."),
 ) -> None:
-    """The paper's protocol on the mini stack in minutes on a CPU: table, analysis and report.html."""
-    from .minilab.demo import CONFIG, run_demo
+    """The paper's protocol on the mini stack in minutes on a CPU: gap, recovery, analysis and report.html."""
+    from .minilab.demo import CONFIG, FULL_CONFIG, run_demo, tables
 
+    if full and config is not None:
+        raise typer.BadParameter("--full runs the shipped mini-eval.yaml: give --config or --full, not both")
     t0 = time.perf_counter()
     with progress_bar(console, "stages", transient=True) as bar:
         task = bar.add_task("stages", total=None)
@@ -570,29 +574,9 @@ def demo(
             else:
                 bar.advance(task)
 
-        summary = run_demo(out, config=config or CONFIG, progress=tick)
-    metric = summary["identity_metric"]
-    table = Table(title=escape(f"mini paper protocol: identity ({metric}) and quality of DreamBooth samples"),
-                  caption=f"{summary['identities']} subject(s) x {summary['seeds']} seed(s) x {summary['samples']} samples "
-                          "per cell: a single cell is noisy; run `cloakbench bench` on the config with more "
-                          "subjects to measure the spread (benchmarks/README.md)")
-    cols = sorted({k for r in summary["rows"] for k in r if "[" in k}, key=lambda c: (not c.startswith("ism"), c))
-    for col in ("protection", "red-team", *cols, "identity gap recovered", "quality gap recovered"):
-        table.add_column(escape(col))
-
-    def pct(v) -> str:
-        return "" if v is None else v if isinstance(v, str) else f"{100 * v:.0f} %"
-
-    for r in summary["rows"]:
-        table.add_row(r["protection"], r["red_team"], *[_fmt(r.get(c)) for c in cols], pct(r.get("recovered")),
-                      pct(r.get("quality_recovered")))
-    console.print(table)
-    mis = Table(title="latent misalignment (mini CLIP): p(toy) vs p(noise pattern)")
-    for col in ("set", "p(toy)", "cos gap", "cos to clean"):
-        mis.add_column(col)
-    for name, g in summary["misalignment"].items():
-        mis.add_row(name, _fmt(g["p_subject"]), _fmt(g["cos_gap"]), _fmt(g.get("cos_to_paired_clean")))
-    console.print(mis)
+        summary = run_demo(out, config=config or (FULL_CONFIG if full else CONFIG), progress=tick)
+    for table in tables(summary):
+        console.print(table)
     console.print(f"stages: ran {summary['stages']['ran']}, skipped {summary['stages']['skipped']}; "
                   f"{time.perf_counter() - t0:.0f} s; report: {summary['report']}")
 

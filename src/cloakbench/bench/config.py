@@ -69,6 +69,15 @@ class RecipeSpec(Strict):
     num_class_images: int = Field(200, ge=1)
     class_steps: int = Field(50, ge=1)
     purifications: list[str] | None = None  # train this recipe only on these red-teams (default: all)
+    qes: list[bool] | None = None  # sample this recipe with these QES settings (default: sampling.qes)
+
+    def dump(self) -> dict[str, Any]:
+        """The entry as hashed (JSON types; ``qes`` left out while unset, so grids written before it keep
+        their hashes)."""
+        d = self.model_dump(mode="json")
+        if d["qes"] is None:
+            d.pop("qes")
+        return d
 
 
 class SamplingSpec(Strict):

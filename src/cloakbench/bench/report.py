@@ -28,6 +28,7 @@ TEMPLATE = """<!doctype html>
 body{font-family:system-ui,sans-serif;margin:2em;color:#222} table{border-collapse:collapse;margin:1em 0}
 td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px;text-align:right} th{background:#f3f3f3}
 td.l,th.l{text-align:left} .grid img{width:96px;height:96px;object-fit:cover;margin:1px} .cell{margin:6px 0}
+.grid.px img{image-rendering:pixelated}
 .small{color:#666;font-size:12px}
 </style></head>
 <body data-images="{{ n_images }}">
@@ -64,7 +65,7 @@ Avg(its non-adaptive base), P = probability that the protector adapts to the red
 <h2>Plots</h2>
 {% for p in plots %}<img class="plot" src="{{ p }}" alt="{{ p }}" style="max-width:720px">{% endfor %}
 <h2>Images</h2>
-{% for c in grids %}<div class="cell"><div class="small">{{ c.title }}</div><div class="grid">
+{% for c in grids %}<div class="cell"><div class="small">{{ c.title }}</div><div class="grid{{ ' px' if c.pixelated }}">
 {% for row in c.rows %}<div>{{ row.label }}: {% for src in row.images %}<img src="{{ src }}" alt="{{ row.label }}">{% endfor %}</div>{% endfor %}
 </div></div>{% endfor %}
 <h2>Provenance</h2><pre>{{ provenance }}</pre>
@@ -84,7 +85,7 @@ def _fmt(values: list[float | None]) -> tuple[str, float | None]:
     return ("n/a" if mu is None else f"{mu:.3f} ± {sd:.3f}"), mu
 
 
-def build(run_dir: str | Path, *, max_grids: int = 12) -> Path:
+def build(run_dir: str | Path, *, max_grids: int = 24) -> Path:
     """Render ``run_dir/report.html`` (and ``report_files/`` plots); returns the HTML path."""
     run = Path(run_dir)
     db = run / "results.sqlite"
@@ -134,10 +135,13 @@ def build(run_dir: str | Path, *, max_grids: int = 12) -> Path:
     def pngs(d: dict, k: int = 4) -> list[str]:
         return [os.path.relpath(p, run) for p in sorted(Path(d["_dir"]).glob("*.png"))[:k]]
 
+    def order(d: dict) -> tuple:  # one identity's cells together: clean first, then by protection and red-team
+        lab = d["spec"]["labels"]
+        return (str(lab.get("identity")), lab.get("seed", 0), lab.get("protection") != "none", str(lab.get("protection")),
+                lab.get("purification") != "none", str(lab.get("purification")), str(lab.get("recipe")), lab.get("qes", 0))
+
     grids = []
-    for d in done:
-        if d["spec"]["kind"] != "evaluate" or len(grids) >= max_grids:
-            continue
+    for d in sorted((d for d in done if d["spec"]["kind"] == "evaluate"), key=order)[:max_grids]:
         lab = d["spec"]["labels"]
         sample = by_hash.get(d["spec"]["inputs"]["images"])
         train = by_hash.get(sample["spec"]["inputs"]["model"]) if sample else None
@@ -151,7 +155,8 @@ def build(run_dir: str | Path, *, max_grids: int = 12) -> Path:
         rows_img = [{"label": label, "images": pngs(x)} for label, x in chain if x]
         if upstream and upstream["outputs"].get("sources"):
             rows_img.insert(0, {"label": "clean", "images": [os.path.relpath(p, run) for p in upstream["outputs"]["sources"][:4]]})
-        grids.append({"title": " / ".join(f"{k}={v}" for k, v in lab.items()), "rows": rows_img})
+        grids.append({"title": " / ".join(f"{k}={v}" for k, v in lab.items()), "rows": rows_img,
+                      "pixelated": _small(run / rows_img[-1]["images"][0]) if rows_img and rows_img[-1]["images"] else False})
 
     plots = _plots(run, table, metrics)
     prov = rows[0]["provenance"] if rows else "{}"
@@ -165,6 +170,14 @@ def build(run_dir: str | Path, *, max_grids: int = 12) -> Path:
     tmp.write_text(html)
     os.replace(tmp, out)
     return out
+
+
+def _small(png: Path, shown: int = 96) -> bool:
+    """Whether an image is smaller than its 96 px thumbnail (shown with crisp pixels, not a blur)."""
+    from PIL import Image
+
+    with Image.open(png) as im:
+        return max(im.size) < shown
 
 
 def expected_avg_table(rows: list[dict[str, Any]], bases: dict[str, str], p: float = 0.5) -> dict[str, Any] | None:

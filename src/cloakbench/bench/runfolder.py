@@ -38,6 +38,7 @@ def identity(cfg) -> dict[str, Any]:
     hash covers its entry and every grid-wide setting that changes what a cell measures (model, resolution,
     prompts, sampling, data split): the same label under another model is other work."""
     dump = cfg.model_dump(mode="json")
+    dump["recipes"] = [r.dump() for r in cfg.recipes]
     dump.pop("executor", None)
     dump["data"].pop("root", None)
     shared = {k: v for k, v in dump.items() if k not in ("name", "protections", "purifications", "purify_options",
@@ -47,7 +48,7 @@ def identity(cfg) -> dict[str, Any]:
         shared["data"]["world"] = {k: v for k, v in dump["data"]["world"].items() if k != "subjects"}
     labels = {"protection": {protection_label(p): _hash([shared, p.model_dump(mode="json")]) for p in cfg.protections},
               "purification": {p: _hash([shared, p, cfg.purify_options.get(p, {})]) for p in cfg.purifications},
-              "recipe": {r.name: _hash([shared, r.model_dump(mode="json")]) for r in cfg.recipes}}
+              "recipe": {r.name: _hash([shared, r.dump()]) for r in cfg.recipes}}
     return {"name": cfg.name, "hash": _hash(dump), "labels": labels}
 
 

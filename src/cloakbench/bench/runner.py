@@ -99,10 +99,10 @@ def plan(cfg: BenchConfig) -> tuple[list[Spec], dict[str, list[Path]]]:
                         inputs = {"instances": u}
                         if recipe.prior:
                             inputs["classes"] = add(class_spec(cfg, class_prompt, seed, recipe)).hash
-                        t = add(Spec("train", {"recipe": recipe.model_dump(), "model": cfg.model,
+                        t = add(Spec("train", {"recipe": recipe.model_dump(exclude={"qes"}), "model": cfg.model,
                                                "prompts": [instance_prompt, class_prompt],
                                                "resolution": cfg.resolution, "seed": seed}, inputs))
-                        for qes in cfg.sampling.qes:
+                        for qes in recipe.qes if recipe.qes is not None else cfg.sampling.qes:
                             s = add(Spec("sample", {"qes": qes, "prompts": cfg.sampling.prompts, "n": cfg.sampling.n,
                                                     "steps": cfg.sampling.steps, "seed": seed}, {"model": t.hash}))
                             add(Spec("evaluate", {"metrics": cfg.metrics, "resolution": cfg.resolution},

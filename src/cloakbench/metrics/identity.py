@@ -125,6 +125,32 @@ class FDFR(_FaceMetric):
                            details={"backend_version": self.face.version()})
 
 
+@register_metric
+class Verified(_FaceMetric):
+    """Verification rate: the share of images verified as the subject by the identity encoder.
+
+    Per image: its largest face's mean distance to the references' embeddings, verified when at or below
+    the backend's threshold (the mini encoder's: its equal-error rate on held-out subjects); an image
+    without a face is not verified. Unlike ISM it counts every image (FDFR cannot raise it) and reads as
+    "how many samples show the subject", the quantity a protection wants to push to 0.
+    """
+
+    name = "verified"
+    higher_better = True
+    value_range = (0.0, 1.0)
+    needs_reference = True
+
+    def compute(self, images: torch.Tensor, references: torch.Tensor | None) -> MetricResult:
+        assert references is not None
+        refs, ref_missing = reference_embeddings(self.face, references)
+        found = detect_all(self.face, images)
+        dist = [float(np.mean([self.face.dist(f[0].embedding, r) for r in refs])) if f else None for f in found]
+        per = [float(d is not None and d <= self.face.threshold) for d in dist]
+        return self.result(float(np.mean(per)), per, n_no_face=sum(d is None for d in dist), details={
+            "threshold": self.face.threshold, "distance": self.face.distance, "mean_distance": nanmean(dist),
+            "references_without_face": ref_missing, "backend_version": self.face.version()})
+
+
 def thresholded_scores(face: FaceBackend, images: torch.Tensor, refs: list[np.ndarray]) -> list[dict]:
     """IMS_VGG per image (MetaCloak ``IMS_get_score``): distances to every reference, keep those <= tau.
 

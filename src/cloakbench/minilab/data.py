@@ -16,9 +16,9 @@ from ..models.mini import world
 class MiniTrainConfig:
     seed: int = 0
     per_subject: int = 32
-    clip_steps: int = 700
-    vae_steps: int = 600
-    unet_steps: int = 1400
+    clip_steps: int = 1000
+    vae_steps: int = 800
+    unet_steps: int = 6000
     pixel_steps: int = 400
     vq_steps: int = 200
     vq_restore_steps: int = 150

@@ -1,12 +1,14 @@
 """``cloakbench demo``: the paper's protocol on the mini stack, end to end, in minutes on a CPU.
 
 Runs ``mini-paper.yaml`` (shipped beside this file; ``configs/mini-paper.yaml`` is the same file)
-through the bench runner: clean DreamBooth, protections, red-teams none / JPEG / GrIDPure / CodeSR /
-CDL / CodeSR + CDL, QES sampling, identity and quality metrics. Then the latent-misalignment analysis
-with the mini CLIP, the HTML report, and a table of how much of the protection's gap each red-team
-recovers, for identity (ISM) and for quality (CLIP-IQAC; the paper reports both):
+through the bench runner: clean DreamBooth, a protection, red-teams (CodeSR, CDL + QES, CodeSR + CDL +
+QES), identity and quality metrics on held-out subjects; ``--full`` runs ``mini-eval.yaml`` (8 subjects x
+2 seeds, AdvDM and ASPL, every red-team). Then the latent-misalignment analysis with the mini CLIP, the
+HTML report, each protection's gap and how much of it each red-team recovers, for identity (verified
+share, ISM) and quality (CLIP-IQAC; the paper reports both), with 95 % bootstrap intervals over subjects
+(:mod:`cloakbench.bench.effects`):
 
-    recovered = (M(red-team) - M(protected, no red-team)) / (M(clean) - M(protected, no red-team))
+    recovered = mean[M(red-team) - M(protected)] / mean[M(clean) - M(protected)]
 
 Nothing is tuned for the demo: the numbers are whatever the shipped models and the config give.
 """
@@ -14,52 +16,51 @@ Nothing is tuned for the demo: the numbers are whatever the shipped models and t
 from __future__ import annotations
 
 import json
-from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 CONFIG = Path(__file__).with_name("mini-paper.yaml")
-# metric prefix -> (row key, smallest gap worth a ratio): a smaller clean-vs-protected gap is within
-# sampling noise and is reported as "no gap" (ISM: cosine units; CLIP-IQAC: p_good - p_bad in [-1, 1])
-GAPS = {"ism": ("recovered", 0.02), "clip_iqac": ("quality_recovered", 0.05)}
-# (purification, CDL) -> red-team name, in the paper's order
-RED_TEAMS = {("none", False): "none", ("jpeg", False): "JPEG", ("gridpure", False): "GrIDPure",
-             ("codesr-mini", False): "CodeSR", ("none", True): "CDL", ("codesr-mini", True): "CodeSR + CDL"}
+FULL_CONFIG = Path(__file__).with_name("mini-eval.yaml")
+IDENTITY = ("verified", "ism")  # identity metric prefixes, the first is the headline (share of samples verified)
+QUALITY = ("clip_iqac",)
+ORDER = ["none", "JPEG", "GrIDPure", "CodeSR", "CDL", "CDL + QES", "CodeSR + CDL", "CodeSR + CDL + QES"]
+
+
+def team_of(cfg) -> Callable[[Mapping[str, Any]], str]:
+    """Row -> red-team name (:func:`cloakbench.bench.effects.team_name`) from its purification, recipe and QES."""
+    from ..bench.effects import team_name
+
+    cdl = {r.name: r.cdl for r in cfg.recipes}
+    return lambda row: team_name(row["purification"], cdl.get(row["recipe"], False), bool(row["qes"]))
 
 
 def summarize(run_dir: str | Path, cfg) -> dict[str, Any]:
-    """Mean metric per (protection, red-team) over identities and seeds, and the recovered gap."""
+    """Cell means over identities (seeds averaged within an identity), each protection's gap and each
+    red-team's recovered share for the identity and quality metrics, with 95 % bootstrap intervals over
+    identities (:mod:`cloakbench.bench.effects`)."""
+    from ..bench.effects import gap, per_identity, recovery
     from ..bench.store import read_rows
 
-    cdl = {r.name: r.cdl for r in cfg.recipes}
-    acc: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    identities: set[str] = set()
-    for row in read_rows(Path(run_dir) / "results.sqlite"):
-        team = RED_TEAMS.get((row["purification"], cdl.get(row["recipe"], False)))
-        if team is None or row["value"] is None:
-            continue
-        acc[(row["protection"], team)][row["metric"]].append(float(row["value"]))
-        identities.add(row["identity"])
-    means = {k: {m: sum(v) / len(v) for m, v in ms.items()} for k, ms in acc.items()}
-    names = {prefix: next((m for ms in means.values() for m in ms if m.startswith(prefix)), None) for prefix in GAPS}
-    clean = {p: means.get(("none", "none"), {}).get(m) if m else None for p, m in names.items()}
-    rows = []
-    order = list(RED_TEAMS.values())
-    for (prot, team), ms in sorted(means.items(), key=lambda kv: (kv[0][0] != "none", kv[0][0], order.index(kv[0][1]))):
-        row = {"protection": prot, "red_team": team, **ms}
-        for prefix, (key, min_gap) in GAPS.items():
-            m = names[prefix]
-            base = means.get((prot, "none"), {}).get(m)
-            rec: float | str | None = None
-            if prot != "none" and team != "none" and None not in (clean[prefix], base, ms.get(m)):
-                gap = clean[prefix] - base
-                rec = (ms[m] - base) / gap if gap >= min_gap else "no gap"
-            row[key] = rec
-        rows.append(row)
-    return {"identity_metric": names["ism"], "quality_metric": names["clip_iqac"], "clean": clean["ism"],
-            "clean_quality": clean["clip_iqac"], "identities": len(identities), "seeds": len(cfg.seeds),
-            "samples": cfg.sampling.n, "rows": rows}
+    cells = per_identity(read_rows(Path(run_dir) / "results.sqlite"), team_of(cfg))
+    metrics = sorted({m for ms in cells.values() for m in ms})
+    named = {p: next((m for m in metrics if m.split("[")[0] == p), None) for p in IDENTITY + QUALITY}
+    rank = lambda cell: (cell[0] != "none", cell[0], ORDER.index(cell[1]) if cell[1] in ORDER else len(ORDER), cell[1])  # noqa: E731
+    rows = [{"protection": p, "red_team": t, **{m: float(np.mean(list(v.values()))) for m, v in cells[(p, t)].items()}}
+            for p, t in sorted(cells, key=rank)]
+    effects = []
+    for prot in sorted({p for p, _ in cells} - {"none"}):
+        for team in ["none"] + [t for p, t in sorted(cells, key=rank) if p == prot and t != "none"]:
+            row: dict[str, Any] = {"protection": prot, "red_team": team}
+            for prefix, metric in named.items():
+                if metric is not None:
+                    row[prefix] = gap(cells, metric, prot) if team == "none" else recovery(cells, metric, prot, team)
+            effects.append(row)
+    identities = {i for ms in cells.values() for v in ms.values() for i in v}
+    return {"metrics": {k: v for k, v in named.items() if v}, "identities": sorted(identities), "seeds": len(cfg.seeds),
+            "samples": cfg.sampling.n, "rows": rows, "effects": effects}
 
 
 def run_demo(out: str | Path, *, config: str | Path = CONFIG, progress: Callable | None = None,
@@ -107,3 +108,50 @@ def run_demo(out: str | Path, *, config: str | Path = CONFIG, progress: Callable
                "misalignment": analysis.get("groups", {})}
     (out / "demo.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+SHORT = {"verified": "verified", "ism": "ISM", "fdfr": "FDFR", "clip_iqac": "IQA"}
+
+
+def tables(summary: dict[str, Any]) -> list:
+    """The demo's terminal tables (rich), each under 80 columns: cell means; gaps and recovered shares with
+    their intervals; latent misalignment."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    n = len(summary["identities"])
+    cols = sorted({k for r in summary["rows"] for k in r if "[" in k},
+                  key=lambda c: list(SHORT).index(c.split("[")[0]) if c.split("[")[0] in SHORT else 99)
+    means = Table(title=f"DreamBooth samples, mean of {n} subject(s) x {summary['seeds']} seed(s) x {summary['samples']}",
+                  caption="verified: share of samples the identity encoder verifies as the subject; IQA: CLIP-IQAC[mini]")
+    for c in ("protection", "red team", *(SHORT.get(c.split("[")[0], c) for c in cols)):
+        means.add_column(escape(c), justify="left" if c in ("protection", "red team") else "right")
+    for r in summary["rows"]:
+        means.add_row(r["protection"], r["red_team"], *("-" if r.get(c) is None else f"{r[c]:.2f}" for c in cols))
+
+    def fmt(e: dict | None, share: bool) -> str:
+        if not e:
+            return "-"
+        lo, hi = e["ci"]
+        if share:
+            return f"{100 * e['mean']:.0f}% [{100 * lo:.0f}, {100 * hi:.0f}]"
+        return f"{e['mean']:+.2f} [{lo:+.2f}, {hi:+.2f}]" + (f" {e['same_sign']}/{e['n']}" if "same_sign" in e else "")
+
+    keys = list(summary["metrics"])
+    effects = Table(title=f"protection gap (clean - protected) and share of it recovered, 95% CI over {n} subjects",
+                    caption="gap: mean [CI] and subjects with the mean's sign; recovered: mean[red - prot] / mean[gap]")
+    for c in ("protection", "red team", *(SHORT.get(k, k) for k in keys)):
+        effects.add_column(escape(c), justify="left" if c in ("protection", "red team") else "right")
+    for e in summary["effects"]:
+        label = "gap" if e["red_team"] == "none" else e["red_team"]
+        effects.add_row(e["protection"], label, *(fmt(e.get(k), e["red_team"] != "none") for k in keys))
+    out = [means, effects]
+    if summary.get("misalignment"):
+        mis = Table(title="latent misalignment (mini CLIP): p(toy) vs p(noise pattern)")
+        for col in ("set", "p(toy)", "cos gap", "cos to clean"):
+            mis.add_column(col)
+        f = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+        for name, g in summary["misalignment"].items():
+            mis.add_row(name, f(g["p_subject"]), f(g["cos_gap"]), f(g.get("cos_to_paired_clean")))
+        out.append(mis)
+    return out

@@ -3,7 +3,7 @@
 Seeded and reproducible (same seed, same torch build and thread count -> the same weights and the
 same validation figures). Each model draws from its own random stream (:class:`.data.Stream`, seeded by the
 seed and the model's name), so one model retrained alone is the same as in the full run. Budgets are in
-optimizer steps, sized so the full run takes under 60 minutes on 2 CPU cores (:data:`.data.FULL`);
+optimizer steps, sized so the full run takes under an hour on 2 CPU cores (:data:`.data.FULL`);
 :data:`.data.QUICK` runs the same code in a minute (tests).
 
 Order: world data -> CLIP (contrastive, with quality words and their negation) -> VAE -> UNet (latent
@@ -46,24 +46,29 @@ def negation(rng: np.random.Generator) -> str:
 
 
 def caption(idx: int, rng: np.random.Generator, quality: str | None = None) -> str:
-    """A caption of subject ``idx``: full (70 %) or partial attributes, with an optional quality word."""
+    """A caption of subject ``idx``: full (65 %), partial attributes (10 % each) or the class alone (5 %:
+    "a photo of a toy", the form of the quality prompts and of DreamBooth's class prompt), with an
+    optional quality word."""
     s = world.subject(idx)
     q = f"{quality} " if quality else ""
     r = rng.random()
-    if r < 0.7:
+    if r < 0.65:
         return s.caption(f"a {q}photo of a")
-    if r < 0.8:
+    if r < 0.75:
         return f"a {q}photo of a {s.colour} {CLASS_WORD}"
-    if r < 0.9:
+    if r < 0.85:
         return f"a {q}photo of a {s.shape} {CLASS_WORD}"
-    return f"a {q}photo of a {CLASS_WORD} with {s.accent} {s.pattern}"
+    if r < 0.95:
+        return f"a {q}photo of a {CLASS_WORD} with {s.accent} {s.pattern}"
+    return f"a {q}photo of a {CLASS_WORD}"
 
 
 def caption_variants(idx: int, quality: str | None = None) -> list[str]:
     """Every caption :func:`caption` can give subject ``idx`` (with one quality word or none)."""
     s, q = world.subject(idx), f"{quality} " if quality else ""
     return [s.caption(f"a {q}photo of a"), f"a {q}photo of a {s.colour} {CLASS_WORD}",
-            f"a {q}photo of a {s.shape} {CLASS_WORD}", f"a {q}photo of a {CLASS_WORD} with {s.accent} {s.pattern}"]
+            f"a {q}photo of a {s.shape} {CLASS_WORD}", f"a {q}photo of a {CLASS_WORD} with {s.accent} {s.pattern}",
+            f"a {q}photo of a {CLASS_WORD}"]
 
 
 def tokenize(tok, captions: list[str], length: int = 77) -> torch.Tensor:
@@ -352,8 +357,7 @@ def train_identity(data: Data, cfg: MiniTrainConfig, log):
     net.train()
     for step in range(cfg.id_steps):
         x, y = rs.batch(96)
-        half = len(x) // 2
-        x = torch.cat([world.degrade(x[:half], rs.gen)[0], x[half:]])
+        x = world.mild(x, rs.gen)  # blur and sensor noise, as a face encoder's augmentation; no protection-like noise
         neg, _ = rs.negatives(24)
         emb, toy = net(torch.cat([x, neg]))
         target = torch.tensor([classes[int(s)] for s in y])

@@ -89,9 +89,71 @@ def validate_vae(vae, data: Data) -> dict[str, float]:
     return {"vae_psnr": psnr((rec + 1) / 2, data.vx), "vae_scaling_factor": float(vae.config.scaling_factor)}
 
 
+ATTRIBUTES = {"colour": list(world.COLOURS), "shape": list(world.SHAPES), "pattern": list(world.PATTERNS),
+              "accent": list(world.ACCENTS)}
+
+
+class Readout(torch.nn.Module):
+    """Attribute read-out: a small CNN with one head per attribute (colour, shape, pattern, accent), trained on
+    real world photos only (never on samples), to read what a generated image shows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        c = torch.nn
+        self.features = c.Sequential(c.Conv2d(3, 32, 3, padding=1), c.SiLU(), c.MaxPool2d(2), c.Conv2d(32, 64, 3, padding=1),
+                                     c.SiLU(), c.MaxPool2d(2), c.Conv2d(64, 96, 3, padding=1), c.SiLU(), c.MaxPool2d(2),
+                                     c.Flatten())
+        self.heads = c.ModuleDict({a: c.Linear(96 * 16, len(v)) for a, v in ATTRIBUTES.items()})
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``B x 3 x 32 x 32`` in [0, 1] -> logits per attribute."""
+        h = self.features((x - 0.5) / 0.25)
+        return {a: head(h) for a, head in self.heads.items()}
+
+
+def attribute_labels(subjects: list[int]) -> dict[str, torch.Tensor]:
+    subs = [world.subject(int(s)) for s in subjects]
+    return {a: torch.tensor([v.index(getattr(s, a)) for s in subs]) for a, v in ATTRIBUTES.items()}
+
+
+@torch.enable_grad()
+def train_readout(seed: int = 0, steps: int = 400, per_subject: int = 4) -> Readout:
+    """:class:`Readout` on photos of every subject (a measuring instrument, not a mini model: the held-out
+    subjects' photos here are other draws than any photo used elsewhere, and trained only on the training
+    subjects it confused pink with purple on 12 of 144 held-out photos), with blur and sensor noise as
+    augmentation (samples are softer than photos); seeded, about half a minute on 2 CPU cores."""
+    torch.manual_seed(seed)
+    net = Readout()
+    x, y = world.dataset(list(range(world.N_SUBJECTS)), per_subject, seed + 2000)
+    labels = attribute_labels(y.tolist())
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
+    for _ in range(steps):
+        idx = torch.randint(0, len(x), (128,), generator=gen)
+        out = net(world.mild(x[idx], gen))
+        loss = sum(F.cross_entropy(out[a], labels[a][idx]) for a in ATTRIBUTES)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return net.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def read_attributes(readout: Readout, images: torch.Tensor, subjects: list[int]) -> dict[str, float]:
+    """Share of ``images`` whose read-out attribute equals the subject's, per attribute."""
+    out, truth = readout(images), attribute_labels(subjects)
+    return {a: float((out[a].argmax(1) == truth[a]).float().mean()) for a in ATTRIBUTES}
+
+
+SAMPLING = dict(steps=25, guidance=5.0, scheduler="ddim")  # the base model's validation samples
+
+
 @torch.no_grad()
 def validate_unet(stack, data: Data) -> dict[str, float]:
-    """Held-out denoising loss at fixed noise, and the mini CLIP's colour accuracy on generated samples."""
+    """Held-out denoising loss at fixed noise, and whether the base model draws the world: 2 samples of each
+    held-out subject's full caption ("a photo of a teal square toy with white stripes", a combination no
+    model saw), read by the toy detector and by :class:`Readout` (trained on real photos), and verified as
+    the subject by the identity encoder against 4 real photos of it (mean cosine distance <= threshold)."""
     from ..sample import SampleConfig, generate
 
     model = stack.diffusion_model()
@@ -103,13 +165,22 @@ def validate_unet(stack, data: Data) -> dict[str, float]:
     eps = torch.randn(z.shape, generator=gen)
     a = model.noise_scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
     pred = model.unet(a.sqrt() * z + (1 - a).sqrt() * eps, t, model.encode_prompt(caps)).sample
-    colours = list(world.COLOURS)
-    prompts = [f"a photo of a {c} {CLASS_WORD}" for c in colours]
-    imgs = generate(model, prompts, 2, SampleConfig(steps=25, guidance=5.0, scheduler="ddim"), seed=0)
-    f = stack.clip.image_features(imgs)
-    pred_c = (f @ stack.clip.text_features(prompts).T).argmax(1)
-    truth = torch.arange(len(colours)).repeat_interleave(2)
-    return {"unet_val_loss": float(F.mse_loss(pred, eps)), "unet_sample_colour_acc": float((pred_c == truth).float().mean())}
+    out = {"unet_val_loss": float(F.mse_loss(pred, eps))}
+    subjects = world.held_out_subjects()
+    imgs = generate(model, [world.subject(s).caption() for s in subjects], 2, SampleConfig(**SAMPLING, batch_size=48), seed=0)
+    per = [s for s in subjects for _ in range(2)]
+    readout = train_readout(data.seed)
+    real = torch.cat([world.photos(s, 2, data.seed + 3000) for s in subjects])
+    for attr, acc in read_attributes(readout, real, per).items():
+        out[f"readout_{attr}_acc_photos"] = acc
+    for attr, acc in read_attributes(readout, imgs, per).items():
+        out[f"unet_sample_{attr}_acc"] = acc
+    emb, toy = stack.identity(imgs)
+    out["unet_sample_toy_rate"] = float((toy > 0).float().mean())
+    refs, _ = stack.identity(torch.cat([world.photos(s, 4, data.seed + 4000) for s in subjects]))
+    dist = 1 - (emb[:, None] * refs.view(len(subjects), 4, -1)[torch.arange(len(per)) // 2]).sum(-1).mean(1)
+    out["unet_sample_verified"] = float(((dist <= identity_threshold(stack.identity, data)) & (toy > 0)).float().mean())
+    return out
 
 
 @torch.no_grad()
@@ -139,12 +210,33 @@ def validate_sr(sr, data: Data) -> dict[str, float]:
     return {"sr_psnr": psnr(sr(lo), data.vx), "sr_psnr_bicubic": psnr(bicubic, data.vx)}
 
 
+def probe_pairs(net, data: Data) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosine similarities of (probe, reference) pairs of held-out photos: every photo once as a clean
+    reference and once as a probe with everyday degradations (:func:`world.mild`, seeded), a photo never
+    paired with itself. Returns (same-subject, different-subject) similarities."""
+    gen = torch.Generator().manual_seed(5)
+    ref, _ = net(data.vx)
+    probe, _ = net(world.mild(data.vx, gen))
+    sim = probe @ ref.T
+    same = data.vy[:, None] == data.vy[None, :]
+    other = ~torch.eye(len(sim), dtype=torch.bool)
+    return sim[same & other], sim[~same]
+
+
+@torch.no_grad()
+def identity_threshold(net, data: Data) -> float:
+    """The verification threshold (cosine distance at the equal-error rate of :func:`probe_pairs`)."""
+    pos, neg = probe_pairs(net, data)
+    return eer_threshold(1 - pos, 1 - neg)
+
+
 @torch.no_grad()
 def validate_identity(net, data: Data) -> dict[str, float]:
-    """ROC AUC of cosine similarity over held-out same / different-subject pairs, and the detector's accuracy."""
-    emb, toy = net(data.vx)
-    pos, neg_sim = pair_similarities(emb, data.vy)
+    """ROC AUC and equal-error threshold of cosine similarity over held-out (degraded probe, clean reference)
+    pairs, as a face encoder is calibrated on real probes; and the detector's accuracy."""
+    pos, neg_sim = probe_pairs(net, data)
     auc = roc_auc(pos, neg_sim)
+    emb, toy = net(data.vx)
     rng = np.random.default_rng(3)
     neg = torch.stack([world.background(rng) for _ in range(64)])
     _, toy_neg = net(neg)

@@ -1,0 +1,94 @@
+"""A grid's effects with their uncertainty: the protection gap and each red-team's recovery, per identity,
+with 95 % bootstrap intervals over identities (the unit the paper averages over; seeds are averaged
+within an identity first).
+
+    gap(P)          = M(clean) - M(P)                          per identity, then the mean
+    recovered(P, R) = mean[M(P, R) - M(P)] / mean[M(clean) - M(P)]   (a ratio of means over identities)
+
+``clean`` is the cell (protection ``none``, red-team ``none``); ``M(P)`` is protection ``P`` without a
+red-team. The recovery is a ratio of means, not a mean of per-identity ratios, which explode where one
+identity's gap is near 0; its interval resamples identities jointly for numerator and denominator.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+PURIFIER_NAMES = {"none": "", "jpeg": "JPEG", "gridpure": "GrIDPure", "codesr": "CodeSR", "codesr-mini": "CodeSR",
+                  "diffpure": "DiffPure"}
+
+
+def team_name(purification: str, cdl: bool, qes: bool) -> str:
+    """A red-team's name from its parts: ``"CodeSR + CDL + QES"``, ``"JPEG"``, ``"none"`` (no red-team)."""
+    parts = [PURIFIER_NAMES.get(purification, purification), "CDL" if cdl else "", "QES" if qes else ""]
+    return " + ".join(p for p in parts if p) or "none"
+
+
+Cells = dict[tuple[str, str], dict[str, dict[str, float]]]  # (protection, team) -> metric -> identity -> mean
+
+
+def per_identity(rows: Iterable[Mapping[str, Any]], team: Callable[[Mapping[str, Any]], str | None]) -> Cells:
+    """Mean of each metric per (protection, red-team) cell and identity, over seeds; rows without a value and
+    rows ``team`` maps to None are left out."""
+    acc: dict[tuple[str, str], dict[str, dict[str, list[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for row in rows:
+        name = team(row)
+        if name is None or row["value"] is None:
+            continue
+        acc[(row["protection"], name)][row["metric"]][row["identity"]].append(float(row["value"]))
+    return {cell: {m: {i: float(np.mean(v)) for i, v in ids.items()} for m, ids in ms.items()} for cell, ms in acc.items()}
+
+
+def bootstrap(stat: Callable[[np.ndarray], float], n_units: int, *, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95 % percentile interval of ``stat(indices)`` over ``resamples`` draws of ``n_units`` units with replacement."""
+    rng = np.random.default_rng(seed)
+    draws = [stat(rng.integers(0, n_units, n_units)) for _ in range(resamples)]
+    draws = [d for d in draws if np.isfinite(d)]
+    if not draws:
+        return float("nan"), float("nan")
+    return float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))
+
+
+def _aligned(*series: Mapping[str, float]) -> tuple[list[str], list[np.ndarray]]:
+    ids = sorted(set.intersection(*(set(s) for s in series)))
+    return ids, [np.array([s[i] for i in ids]) for s in series]
+
+
+def gap(cells: Cells, metric: str, protection: str) -> dict[str, Any] | None:
+    """``M(clean) - M(protection)`` per identity, its mean, 95 % interval and how many identities agree in sign
+    with the mean; None when either cell is missing."""
+    clean, prot = cells.get(("none", "none"), {}).get(metric), cells.get((protection, "none"), {}).get(metric)
+    if not clean or not prot:
+        return None
+    ids, (c, p) = _aligned(clean, prot)
+    if not ids:
+        return None
+    d = c - p
+    mean = float(d.mean())
+    lo, hi = bootstrap(lambda i: float(d[i].mean()), len(d))
+    return {"mean": mean, "ci": [lo, hi], "same_sign": int((np.sign(d) == np.sign(mean)).sum()), "n": len(d),
+            "per_identity": dict(zip(ids, d.round(4).tolist()))}
+
+
+def recovery(cells: Cells, metric: str, protection: str, team: str) -> dict[str, Any] | None:
+    """Share of the protection's gap that ``team`` recovers (ratio of means over identities) with its 95 %
+    interval; None when a cell is missing."""
+    series = [cells.get(k, {}).get(metric) for k in (("none", "none"), (protection, "none"), (protection, team))]
+    if not all(series):
+        return None
+    ids, (c, p, r) = _aligned(*series)
+    if not ids:
+        return None
+    num, den = r - p, c - p
+
+    def ratio(i: np.ndarray) -> float:
+        g = den[i].mean()
+        return float(num[i].mean() / g) if abs(g) > 1e-12 else float("nan")
+
+    lo, hi = bootstrap(ratio, len(ids))
+    return {"mean": ratio(np.arange(len(ids))), "ci": [lo, hi], "n": len(ids), "gain": float(num.mean()),
+            "per_identity_gain": dict(zip(ids, num.round(4).tolist()))}
