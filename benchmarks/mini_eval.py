@@ -3,7 +3,11 @@ protection's gap (clean - protected) and each red-team's gain, then the means wi
 over subjects and the recovered shares (:func:`cloakbench.minilab.demo.summarize`).
 
     cloakbench demo --full --out RUN          # or: cloakbench bench configs/mini-eval.yaml --out RUN
-    python benchmarks/mini_eval.py RUN configs/mini-eval.yaml [--metric verified]
+    python benchmarks/mini_eval.py RUN configs/mini-eval.yaml [--cross]
+
+``--cross`` also scores the clean DreamBooth samples of each subject against the next subject's reference
+photos (sorted order, cyclic): the share verified there is the false-accept side of "the model learned
+*this* subject" (#16 asks <= 10 %).
 """
 
 from __future__ import annotations
@@ -19,8 +23,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path)
     ap.add_argument("config", type=Path)
+    ap.add_argument("--cross", action="store_true")
     args = ap.parse_args()
-    s = summarize(args.run, load_config(args.config))
+    cfg = load_config(args.config)
+    if args.cross:
+        cross(args.run, cfg)
+    s = summarize(args.run, cfg)
     ids = s["identities"]
     metrics = list(s["metrics"])
     print(f"{len(ids)} subjects x {s['seeds']} seeds x {s['samples']} samples per cell\n")
@@ -46,6 +54,32 @@ def main() -> None:
                 gain = sum(per.values()) / len(per)
                 print(f"| {e['protection']} | {e['red_team']} | {cells} | {gain:+.3f} | "
                       f"{100 * v['mean']:.0f} % [{100 * v['ci'][0]:.0f}, {100 * v['ci'][1]:.0f}] |")
+
+
+def cross(run: Path, cfg) -> None:
+    """Verified rate of each clean DreamBooth cell's samples against its own and the next subject's references."""
+    import json
+
+    from cloakbench.images import read_images
+    from cloakbench.metrics import create_metric
+    from cloakbench.models.mini import world
+
+    metric = create_metric("verified[mini]")
+    subjects = sorted(cfg.data.world.subjects)
+    refs = {s: world.photos(s, cfg.data.world.photos, cfg.data.world.seed)[cfg.data.train:] for s in subjects}
+    own, other = [], []
+    for done in sorted((run / "artifacts").glob("evaluate-*/DONE.json")):
+        spec = json.loads(done.read_text())["spec"]
+        lab = spec["labels"]
+        if lab["protection"] != "none" or lab["purification"] != "none" or lab.get("qes"):
+            continue
+        s = int(lab["identity"].removeprefix("subject"))
+        images = read_images(sorted((run / "artifacts" / f"sample-{spec['inputs']['images'][:16]}").glob("*.png")), None,
+                             min_size=None).images
+        own.append(metric(images, refs[s]).value)
+        other.append(metric(images, refs[subjects[(subjects.index(s) + 1) % len(subjects)]]).value)
+    print(f"clean DreamBooth, {len(own)} cells: verified against the subject's references {sum(own) / len(own):.3f}, "
+          f"against the next subject's {sum(other) / len(other):.3f}\n")
 
 
 if __name__ == "__main__":

@@ -52,28 +52,20 @@ def test_team_names():
     assert team_name("noisy-upscaler", False, True) == "noisy-upscaler + QES"
 
 
-class _Fixed:
-    """A face backend with fixed embeddings per image (keyed by the image's mean value)."""
+def _fixed_backend(table):
+    """A face backend with fixed embeddings per image (keyed by the image's mean value, 0-255)."""
+    from cloakbench.metrics.faces import FaceBackend
 
-    name, distance, threshold = "fixed", "cosine", 0.3
+    class Fixed(FaceBackend):
+        name, distance, threshold = "fixed", "cosine", 0.3
 
-    def __init__(self, table):
-        self.table = table
+        def faces(self, image):
+            from cloakbench.metrics.faces import Face
 
-    def faces(self, image):
-        from cloakbench.metrics.faces import Face
+            emb = table.get(int(round(image.mean())))
+            return [] if emb is None else [Face((0, 0, 1, 1), 1.0, np.asarray(emb, dtype=float))]
 
-        emb = self.table.get(int(image.mean()))
-        return [] if emb is None else [Face((0, 0, 1, 1), 1.0, np.asarray(emb, dtype=float))]
-
-    def embed_whole(self, image):
-        return np.zeros(2)
-
-    def dist(self, a, b):
-        return 1 - float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
-
-    def version(self):
-        return "fixed"
+    return Fixed()
 
 
 def test_verified_rate_thresholds_the_mean_distance_and_counts_missing_faces():
@@ -86,7 +78,7 @@ def test_verified_rate_thresholds_the_mean_distance_and_counts_missing_faces():
     # 1 - (cos 60 + cos 40) / 2 = 0.367 > 0.3: not verified), at 40 (0.234 <= 0.3: verified) and one without a face
     table = {10: ang(0), 20: ang(20), 30: ang(10), 40: ang(60), 50: ang(40)}
     img = lambda v: torch.full((1, 3, 4, 4), v / 255)  # noqa: E731
-    m = Verified(backend=_Fixed(table))
+    m = Verified(backend=_fixed_backend(table))
     res = m(torch.cat([img(30), img(40), img(50), img(60)]), torch.cat([img(10), img(20)]))
     assert res.value == pytest.approx(0.5) and res.n_no_face == 1
     assert res.per_image == [1.0, 0.0, 1.0, 0.0]
@@ -108,7 +100,8 @@ def test_recipe_qes_samples_only_that_recipe_and_keeps_old_grid_hashes(tmp_path)
     assert {e["qes"] for e in evals if e["recipe"] == "dreambooth-cdl"} == {1}
     assert {(e["protection"], e["purification"], e["recipe"]) for e in evals} == {
         ("none", "none", "dreambooth"), ("advdm@11/255", "none", "dreambooth"), ("aspl@11/255", "none", "dreambooth"),
-        ("advdm@11/255", "codesr-mini", "dreambooth-cdl"), ("aspl@11/255", "codesr-mini", "dreambooth-cdl")}
+        ("advdm@11/255", "codesr-mini", "dreambooth-cdl"), ("aspl@11/255", "codesr-mini", "dreambooth-cdl"),
+        ("advdm@11/255", "codesr-mini", "dreambooth-codesr"), ("aspl@11/255", "codesr-mini", "dreambooth-codesr")}
     trains = [s for s in specs if s.kind == "train"]
     assert all("qes" not in s.params["recipe"] for s in trains)  # sampling settings are not training's
     # a grid without the field hashes as before the field existed (measured on configs/smoke.yaml at 9464668)

@@ -80,7 +80,9 @@ def test_quick_training_is_reproducible(tmp_path):
         assert h[0] == h[1], name
     assert m1["validation"] == m2["validation"]
     assert set(m1["validation"]) >= {"identity_auc_heldout", "clip_quality_auc", "vae_psnr", "unet_val_loss",
-                                     "vq_psnr_restored", "sr_psnr", "identity_threshold", "codesr_identity_cos"}
+                                     "vq_psnr_restored", "sr_psnr", "identity_threshold", "codesr_identity_cos",
+                                     "unet_sample_toy_rate", "unet_sample_colour_acc", "unet_sample_shape_acc",
+                                     "unet_sample_pattern_acc", "unet_sample_verified", "readout_colour_acc_photos"}
     # each model has its own random stream and later models train on the fp16-rounded earlier ones:
     # the UNet (on the saved CLIP and VAE) and the codebook restorer retrained alone (``--only``) give
     # byte-identical files

@@ -122,7 +122,8 @@ def tables(summary: dict[str, Any]) -> list:
     n = len(summary["identities"])
     cols = sorted({k for r in summary["rows"] for k in r if "[" in k},
                   key=lambda c: list(SHORT).index(c.split("[")[0]) if c.split("[")[0] in SHORT else 99)
-    means = Table(title=f"DreamBooth samples, mean of {n} subject(s) x {summary['seeds']} seed(s) x {summary['samples']}",
+    means = Table(title=f"DreamBooth samples: mean of {n} subject(s) x {summary['seeds']} seed(s) x {summary['samples']} "
+                        "samples per cell",
                   caption="verified: share of samples the identity encoder verifies as the subject; IQA: CLIP-IQAC[mini]")
     for c in ("protection", "red team", *(SHORT.get(c.split("[")[0], c) for c in cols)):
         means.add_column(escape(c), justify="left" if c in ("protection", "red team") else "right")

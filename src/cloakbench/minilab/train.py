@@ -432,5 +432,5 @@ def train_all(out: str | Path, cfg: MiniTrainConfig = FULL, log: Callable[[str],
     if only:
         manifest["retrained_alone"] = sorted(only)
     save_all(models, out, manifest)
-    manifest = validate_saved(out, data, log)
+    manifest = validate_saved(out, data, log, cfg)
     return manifest

@@ -149,7 +149,7 @@ SAMPLING = dict(steps=25, guidance=5.0, scheduler="ddim")  # the base model's va
 
 
 @torch.no_grad()
-def validate_unet(stack, data: Data) -> dict[str, float]:
+def validate_unet(stack, data: Data, cfg: MiniTrainConfig = FULL) -> dict[str, float]:
     """Held-out denoising loss at fixed noise, and whether the base model draws the world: 2 samples of each
     held-out subject's full caption ("a photo of a teal square toy with white stripes", a combination no
     model saw), read by the toy detector and by :class:`Readout` (trained on real photos), and verified as
@@ -166,10 +166,10 @@ def validate_unet(stack, data: Data) -> dict[str, float]:
     a = model.noise_scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
     pred = model.unet(a.sqrt() * z + (1 - a).sqrt() * eps, t, model.encode_prompt(caps)).sample
     out = {"unet_val_loss": float(F.mse_loss(pred, eps))}
-    subjects = world.held_out_subjects()
+    subjects = world.held_out_subjects()[: cfg.val_sample_subjects]
     imgs = generate(model, [world.subject(s).caption() for s in subjects], 2, SampleConfig(**SAMPLING, batch_size=48), seed=0)
     per = [s for s in subjects for _ in range(2)]
-    readout = train_readout(data.seed)
+    readout = train_readout(data.seed, cfg.readout_steps)
     real = torch.cat([world.photos(s, 2, data.seed + 3000) for s in subjects])
     for attr, acc in read_attributes(readout, real, per).items():
         out[f"readout_{attr}_acc_photos"] = acc
@@ -254,7 +254,7 @@ def validate_saved(out: str | Path, data: Data | None = None, log=print, cfg: Mi
     figures: dict[str, float] = {}
     figures.update(validate_clip(stack.clip.model, data))
     figures.update(validate_vae(stack.vae, data))
-    figures.update(validate_unet(stack, data))
+    figures.update(validate_unet(stack, data, cfg))
     figures.update(validate_vq(stack.vq, data))
     figures.update(validate_sr(stack.sr, data))
     figures.update(validate_identity(stack.identity, data))
