@@ -19,8 +19,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 
 def main() -> None:
     from cloakbench.metrics import create_metric
