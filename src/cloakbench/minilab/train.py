@@ -8,7 +8,7 @@ optimizer steps, sized so the full run takes under an hour on 2 CPU cores (:data
 
 Order: world data -> CLIP (contrastive, with quality words and their negation) -> VAE -> UNet (latent
 diffusion with the frozen CLIP text tower, 10 % empty captions, 20 % degraded photos captioned with
-their quality word, 12 % clean ones with its negation) -> pixel DDPM (16 px tiles) -> codebook restorer
+their quality word, 15 % clean ones with its negation; most of the budget) -> pixel DDPM (16 px tiles) -> codebook restorer
 (VQ on clean photos, warm-started from the VAE, then an encoder that maps degraded photos to clean codes:
 CodeFormer's idea) -> SR x2 -> identity encoder.
 Each model is validated on the held-out subjects (:mod:`.validate`) and the figures are written to
