@@ -51,8 +51,7 @@ def main() -> None:
                 mean = f"{v['mean']:+.3f} [{v['ci'][0]:+.3f}, {v['ci'][1]:+.3f}], {v['same_sign']}/{v['n']} same sign"
                 print(f"| {e['protection']} | gap | {cells} | {mean} | |")
             else:
-                gain = sum(per.values()) / len(per)
-                print(f"| {e['protection']} | {e['red_team']} | {cells} | {gain:+.3f} | "
+                print(f"| {e['protection']} | {e['red_team']} | {cells} | {v['gain']:+.3f} | "
                       f"{100 * v['mean']:.0f} % [{100 * v['ci'][0]:.0f}, {100 * v['ci'][1]:.0f}] |")
 
 

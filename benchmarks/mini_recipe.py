@@ -60,5 +60,6 @@ def main() -> None:
             print(f"{n:>5} {lr:>7.0e} | " + " ".join(f"{v:5.2f}" for v in own[n]) + f" | {sum(own[n]) / len(own[n]):5.2f} | "
                   f"{sum(cross[n]) / len(cross[n]):5.2f} | {secs / len(args.subjects) / max(args.steps):.3f}", flush=True)
 
+
 if __name__ == "__main__":
     main()

@@ -32,7 +32,7 @@ class MiniTrainConfig:
 FULL = MiniTrainConfig()
 QUICK = MiniTrainConfig(per_subject=2, clip_steps=3, vae_steps=3, unet_steps=3, pixel_steps=2, vq_steps=2,
                         vq_restore_steps=2, sr_steps=2, id_steps=3, val_per_subject=2,
-                         val_sample_subjects=4, readout_steps=3)
+                        val_sample_subjects=4, readout_steps=3)
 
 
 def _u8(x: torch.Tensor) -> torch.Tensor:
