@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from cloakbench.metrics import avg_score, create_metric, expected_avg, liqe_prime, list_metrics, mean_std, q_score, wilcoxon
+from cloakbench.metrics import avg_score, create_metric, expected_avg, liqe_prime, list_metrics, mean_std, q_score, sign_flip_test, wilcoxon
 from cloakbench.metrics.faces import Face, FaceBackend
 
 
@@ -99,6 +99,61 @@ def test_mean_std_and_wilcoxon():
     assert wilcoxon(a, a)["p_value"] == 1.0
     with pytest.raises(ValueError):
         wilcoxon([1, 2], [1])
+
+
+def test_sign_flip_test_exact_values_and_pairing_size():
+    """Exact p by hand: 4 same-sign pairs -> only the 2 all-same patterns reach |mean| -> 2/16; 8 -> 2/256."""
+    t4 = sign_flip_test([1, 2, 3, 4], [0, 0, 0, 0])
+    assert t4["p_value"] == pytest.approx(2 / 16) and not t4["significant"]  # 4 identities never reach 0.01
+    t8 = sign_flip_test([1, 2, 3, 4, 5, 6, 7, 8], [0] * 8)
+    assert t8["p_value"] == pytest.approx(2 / 256) and t8["significant"] and "exact" in t8["method"]
+    # one pair against the rest: |mean| of (+1, +1, +1, -3) = 0; patterns reaching 0 are all 16
+    assert sign_flip_test([1, 1, 1, -3], [0] * 4)["p_value"] == pytest.approx(1.0)
+    # d = (1, 1, 1, 2): |sum| >= 5 for the 2 all-same patterns only; flipping one 1 gives 3 -> p = 2/16
+    assert sign_flip_test([1, 1, 1, 2], [0] * 4)["p_value"] == pytest.approx(2 / 16)
+    rng = np.random.default_rng(0)
+    a = rng.normal(0.5, 1.0, 128)
+    big = sign_flip_test(a, np.zeros(128))
+    assert big["significant"] and "random" in big["method"]
+    assert sign_flip_test(rng.normal(0, 1, 128), np.zeros(128))["p_value"] > 0.01
+    assert sign_flip_test(a, a)["p_value"] == 1.0
+    with pytest.raises(ValueError):
+        sign_flip_test([1, 2], [1])
+
+
+def test_report_marks_significance_paired_per_image(tmp_path):
+    """4 identities x 1 seed: per cell too few pairs for p <= 0.01; 4 x 8 images paired per file are enough,
+    and an unpaired shift (different files) gives no mark."""
+    import json
+
+    from cloakbench.bench.report import build, paired_images
+    from cloakbench.bench.store import write_rows
+
+    art = tmp_path / "artifacts"
+    rows, folders = [], {}
+    for pur, shift in (("none", 0.0), ("codesr", 0.05), ("jpeg", 0.05)):
+        for i in range(4):
+            h = f"{pur}{i}"
+            base = [0.1 * k + 0.01 * i for k in range(8)]
+            vals = {f"p0-{k:03d}.png": v + shift + (0.001 * k if pur == "codesr" else 0.0) for k, v in enumerate(base)}
+            if pur == "jpeg":  # the same values under other names: nothing to pair with
+                vals = {k.replace("p0-", "p1-"): v for k, v in vals.items()}
+            folder = art / f"evaluate-{h}"
+            folder.mkdir(parents=True)
+            (folder / "metrics.json").write_text(json.dumps({"ism[dlib]": {"per_image": vals}}))
+            (folder / "DONE.json").write_text(json.dumps({"hash": h, "spec": {"kind": "evaluate", "labels": {}, "inputs": {"images": "x"}},
+                                                          "outputs": {}}))
+            folders[h] = folder
+            rows.append({"spec_hash": h, "metric": "ism[dlib]", "value": sum(vals.values()) / 8, "n": 8, "n_no_face": 0,
+                         "identity": f"id{i}", "protection": "advdm", "purification": pur, "recipe": "db", "qes": 0,
+                         "seed": 0, "details": {}, "provenance": {}})
+    write_rows(tmp_path / "results.sqlite", rows)
+    pairs = paired_images(rows, folders)
+    assert len(pairs[(("advdm", "codesr", "db", 0), "ism[dlib]")]) == 32
+    html = build(tmp_path).read_text()
+    table = html[html.index('<table id="results">'):html.index("</table>")]
+    codesr, jpeg = (r for r in table.split("<tr>") if "codesr" in r), (r for r in table.split("<tr>") if "jpeg" in r)
+    assert " *" in next(codesr) and " *" not in next(jpeg)
 
 
 def test_psnr_ssim_against_skimage():

@@ -340,7 +340,7 @@ def export(
 
 @app.command()
 def report(run_dir: Path = typer.Argument(..., help="A `cloakbench bench` run folder.")) -> None:
-    """Render RUN_DIR/report.html (tables with Wilcoxon marks, timings, image grids, plots, provenance)."""
+    """Render RUN_DIR/report.html (tables with significance marks (sign-flip test, paired per image), timings, image grids, plots, provenance)."""
     from .bench.report import build
 
     console.print(f"wrote {build(run_dir)}")

@@ -1,8 +1,8 @@
 """``cloakbench report RUN_DIR``: a static HTML report rendered from the results database (Jinja2).
 
 Sections: the main table (protection x red-team x recipe x QES, each metric as mean ± std over
-identities and seeds, with a Wilcoxon mark ``*`` where the paired difference to the unpurified cell
-has p <= 0.01, as the paper marks), protections x red-teams pivots per metric, the adaptive attack's
+identities and seeds, with a mark ``*`` where the paired difference to the unpurified cell has
+p <= 0.01, as the paper marks: an exact sign-flip permutation test, :func:`paired_images`), protections x red-teams pivots per metric, the adaptive attack's
 E[Avg] at P = 0.5 (when IMS and Q were measured), seconds per image and PSNR / SSIM / LPIPS of each
 purifier, image grids per cell (clean /
 protected / purified / generated), a bar plot per metric (matplotlib), and provenance. Images are
@@ -19,7 +19,7 @@ from typing import Any
 
 from jinja2 import Environment, select_autoescape
 
-from ..metrics.base import mean_std, wilcoxon
+from ..metrics.base import mean_std, sign_flip_test
 from .store import read_rows
 
 TEMPLATE = """<!doctype html>
@@ -34,8 +34,8 @@ td.l,th.l{text-align:left} .grid img{width:96px;height:96px;object-fit:cover;mar
 <body data-images="{{ n_images }}">
 <h1>cloakbench report: {{ name }}</h1>
 <p class="small">{{ rows_count }} result rows from <code>results.sqlite</code>; {{ n_cells }} cells. Values are mean ± std
-over identities and seeds; <b>*</b> marks a Wilcoxon signed-rank p &le; 0.01 against the same cell without purification
-(paired by identity and seed). Metric labels carry their backend: <code>ism[dlib]</code> is not the papers' ArcFace ISM.</p>
+over identities and seeds; <b>*</b> marks p &le; 0.01 against the same cell without purification: a two-sided sign-flip
+permutation test paired per generated image (same identity, seed, prompt and sampling seed; exact up to 16 pairs). Metric labels carry their backend: <code>ism[dlib]</code> is not the papers' ArcFace ISM.</p>
 <h2>Results</h2>
 <table id="results"><tr><th class="l">protection</th><th class="l">red-team</th><th class="l">recipe</th><th>QES</th>
 {% for m in metrics %}<th>{{ m }}</th>{% endfor %}</tr>
@@ -93,12 +93,12 @@ def build(run_dir: str | Path, *, max_grids: int = 24) -> Path:
         raise FileNotFoundError(f"{db} does not exist: run `cloakbench bench` first")
     rows = read_rows(db)
     metrics = sorted({r["metric"] for r in rows})
+    art = run / "artifacts"
+    done = [json.loads(p.read_text()) | {"_dir": p.parent} for p in sorted(art.glob("*/DONE.json"))]
+    per_image = paired_images(rows, {d["hash"]: d["_dir"] for d in done if d["spec"]["kind"] == "evaluate"})
     cells: dict[tuple, dict[str, list]] = defaultdict(lambda: defaultdict(list))
-    keyed: dict[tuple, dict[tuple, float | None]] = defaultdict(dict)
     for r in rows:
-        cell = (r["protection"], r["purification"], r["recipe"], r["qes"])
-        cells[cell][r["metric"]].append(r["value"])
-        keyed[(cell, r["metric"])][(r["identity"], r["seed"])] = r["value"]
+        cells[(r["protection"], r["purification"], r["recipe"], r["qes"])][r["metric"]].append(r["value"])
     table = []
     for cell in sorted(cells):
         out = {}
@@ -106,15 +106,12 @@ def build(run_dir: str | Path, *, max_grids: int = 24) -> Path:
             text, _ = _fmt(cells[cell][m])
             base = (cell[0], "none", cell[2], cell[3])
             if cell[1] != "none" and base in cells:
-                a, b = keyed[(cell, m)], keyed[(base, m)]
-                pairs = [(a[k], b[k]) for k in a if k in b and a[k] is not None and b[k] is not None]
-                if len(pairs) >= 6 and wilcoxon([x for x, _ in pairs], [y for _, y in pairs])["significant"]:
+                a, b = per_image.get((cell, m), {}), per_image.get((base, m), {})
+                pairs = [(a[k], b[k]) for k in sorted(a) if k in b]
+                if pairs and sign_flip_test([x for x, _ in pairs], [y for _, y in pairs])["significant"]:
                     text += " *"
             out[m] = text
         table.append({"protection": cell[0], "purification": cell[1], "recipe": cell[2], "qes": cell[3], "cells": out})
-
-    art = run / "artifacts"
-    done = [json.loads(p.read_text()) | {"_dir": p.parent} for p in sorted(art.glob("*/DONE.json"))]
     by_hash = {d["hash"]: d for d in done}
     timing: dict[str, list[dict]] = defaultdict(list)
     for d in done:
@@ -169,6 +166,29 @@ def build(run_dir: str | Path, *, max_grids: int = 24) -> Path:
     tmp = out.with_suffix(".html.tmp")
     tmp.write_text(html)
     os.replace(tmp, out)
+    return out
+
+
+def paired_images(rows: list[dict[str, Any]], folders: dict[str, Path]) -> dict[tuple, dict[tuple, float]]:
+    """Per-image values of each (cell, metric), keyed ``(identity, seed, file)``: the unit the report's
+    significance test pairs. A generated file ``p<i>-<jjj>.png`` is prompt ``i``'s image ``j``, drawn from
+    the same initial latent (seed + j) in every cell, so two cells' images of one key differ only by the
+    cell. Images without a value (no face) are left out; an evaluate folder without ``metrics.json``
+    (older runs) contributes its cell-level value under the key ``(identity, seed, "")``."""
+    out: dict[tuple, dict[tuple, float]] = defaultdict(dict)
+    cache: dict[str, dict] = {}
+    for r in rows:
+        cell = (r["protection"], r["purification"], r["recipe"], r["qes"])
+        folder = folders.get(r["spec_hash"])
+        if folder is not None and r["spec_hash"] not in cache:
+            f = Path(folder) / "metrics.json"
+            cache[r["spec_hash"]] = json.loads(f.read_text()) if f.is_file() else {}
+        values = cache.get(r["spec_hash"], {}).get(r["metric"], {}).get("per_image")
+        if values is None:
+            values = {"": r["value"]}
+        for name, v in values.items():
+            if v is not None:
+                out[(cell, r["metric"])][(r["identity"], r["seed"], name)] = float(v)
     return out
 
 

@@ -5,9 +5,9 @@ carries its direction, backend and per-image values (docs/METRICS.md has the exa
 """
 
 from . import fidelity, identity, iqa  # noqa: F401  (register the metrics)
-from .base import METRICS, Metric, MetricResult, create_metric, list_metrics, mean_std, nanmean, wilcoxon
+from .base import METRICS, Metric, MetricResult, create_metric, list_metrics, mean_std, nanmean, sign_flip_test, wilcoxon
 from .faces import FACE_BACKENDS, FaceBackend, create_face_backend
 from .iqa import avg_score, expected_avg, liqe_prime, q_score
 
 __all__ = ["FACE_BACKENDS", "METRICS", "FaceBackend", "Metric", "MetricResult", "avg_score", "create_face_backend",
-           "create_metric", "expected_avg", "list_metrics", "liqe_prime", "mean_std", "nanmean", "q_score", "wilcoxon"]
+           "create_metric", "expected_avg", "list_metrics", "liqe_prime", "mean_std", "nanmean", "q_score", "sign_flip_test", "wilcoxon"]
