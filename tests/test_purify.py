@@ -207,3 +207,18 @@ def test_inference_dtype_defaults_half_on_cuda_fp32_on_cpu():
     assert create_purifier("jpeg", device="cuda").model_dtype() == torch.bfloat16  # no model is built for jpeg
     assert create_purifier("jpeg", device="cuda", dtype="fp32").model_dtype() == torch.float32  # --dtype wins
     assert SDUpscaler.half == PixelDiffPure.half == "fp16"  # the reference implementations' precision
+
+
+def test_purify_record_counts_faces_per_image(codeformer_ckpt):
+    """The purify stage records CodeFormer's face count per file (0 = restoration skipped); the detector
+    option reaches CodeFormer through CodeSR and a wrong one is refused."""
+    from cloakbench.stages.purify import faces_found
+
+    p = create_purifier("codesr-fast", weights=str(codeformer_ckpt), pre_size=32, detector="hog")
+    assert p.parts[0].detector == "hog" and create_purifier("codeformer", weights=str(codeformer_ckpt)).detector == "hog+cnn"
+    p.parts[0].faces_found = [1, 0]
+    assert faces_found(p, ["a", "b"]) == {"faces_per_image": {"a.png": 1, "b.png": 0}}
+    assert faces_found(create_purifier("jpeg"), ["a"]) == {}
+    with pytest.raises(ValueError, match="face detector"):
+        p.parts[0].detector = "retina"
+        p.parts[0](torch.rand(1, 3, 64, 64))

@@ -42,7 +42,8 @@ def fidelity_keyword(net: torch.nn.Module, fidelity: float) -> dict[str, float]:
 class CodeFormerStage(Purifier):
     name = "codeformer"
     paper = "Zhou et al., Towards Robust Blind Face Restoration with Codebook Lookup Transformer (CodeFormer), NeurIPS 2022"
-    options = {"weights": "codeformer", "fidelity": 0.5, "upscale": 2, "upsample": 1}
+    # detector: dlib HOG, with dlib's CNN (MMOD) where HOG finds no face (purify/faces.py `detect`)
+    options = {"weights": "codeformer", "fidelity": 0.5, "upscale": 2, "upsample": 1, "detector": "hog+cnn"}
 
     def __init__(self, **kw):
         super().__init__(**kw)
@@ -62,7 +63,8 @@ class CodeFormerStage(Purifier):
     def purify(self, images):
         out, self.faces_found = [], []
         for img in images:
-            restored, n = restore_faces(img, self.restore, upscale=int(self.upscale), upsample=int(self.upsample))
+            restored, n = restore_faces(img, self.restore, upscale=int(self.upscale), upsample=int(self.upsample),
+                                       detector=str(self.detector))
             if n == 0:
                 log.info("no face found: restoration skipped, image only resampled x%d", self.upscale)
             self.faces_found.append(n)

@@ -19,7 +19,7 @@ def _split(kw: dict, cls: type[Purifier]) -> dict:
 class _CodeSRBase(Compose):
     differentiable = False
     stage2: type[Purifier] = SDUpscaler
-    stage1_options = ("weights", "fidelity", "upscale", "upsample")
+    stage1_options = ("weights", "fidelity", "upscale", "upsample", "detector")
 
     def __init__(self, **kw):
         s1 = {k: v for k, v in kw.items() if k in self.stage1_options or k in ("seed", "device", "dtype")}

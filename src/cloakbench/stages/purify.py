@@ -54,9 +54,19 @@ def purify(
     record = {"method": method, "config": purifier.config(), "device": dev, "resolution": resolution,
               "seconds_per_image": purifier.stats["seconds_per_image"], "files": [n + ".png" for n in names],
               "sources": [str(p) for p in loaded.paths], "skipped": {str(k): v for k, v in loaded.problems.items()},
-              "fidelity": fidelity(images, names, clean) if clean else {}, **(extra or {})}
+              "fidelity": fidelity(images, names, clean) if clean else {}, **faces_found(purifier, names), **(extra or {})}
     write_record(out, "purification.json", record)
     return record
+
+
+def faces_found(purifier, names: list[str]) -> dict[str, Any]:
+    """``{"faces_per_image": {file: n}}`` when a face-restoration stage ran (CodeFormer: 0 = restoration
+    skipped for that image, only resampled), else ``{}``."""
+    for part in getattr(purifier, "parts", [purifier]):
+        found = getattr(part, "faces_found", None)
+        if found is not None and len(found) == len(names):
+            return {"faces_per_image": {n + ".png": int(k) for n, k in zip(names, found)}}
+    return {}
 
 
 def fidelity(purified: torch.Tensor, names: list[str], clean: Sequence[Path]) -> dict[str, float | None]:
