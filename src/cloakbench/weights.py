@@ -117,6 +117,10 @@ _SPECS: dict[str, WeightSpec] = {
                    "LIQE quality metric (the authors' multitask model, as MetaCloak / this paper)"),
         WeightSpec("liqe-koniq", f"{_GH}/zwx8981/IQA-PyTorch/releases/download/Weights/liqe_koniq.pt",
                    "", None, "CC-BY-NC-SA-4.0 (pyiqa weights); LIQE code MIT", "LIQE quality metric"),
+        # deepface 0.0.79 basemodels/VGGFace.py:87; no published digest (deepface checks none either).
+        WeightSpec("vgg-face", f"{_GH}/serengil/deepface_models/releases/download/v1.0/vgg_face_weights.h5",
+                   "", None, "deepface MIT (code); Keras conversion of Oxford VGG-Face (original terms apply)",
+                   "the paper's thresholded IMS part (ims_vgg[vggface], ims[paper]): deepface 0.0.79 VGG-Face"),
     ]
 }
 

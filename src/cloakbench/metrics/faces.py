@@ -5,8 +5,10 @@
   (dlib's threshold; it separated every pair of our 36-face calibration, docs/METRICS.md §7).
 * ``insightface`` (optional, non-commercial packs): ArcFace ``normed_embedding``, cosine; the paper's
   IP-embedding part of IMS.
-* ``deepface`` (optional): VGG-Face, cosine distance with deepface's own threshold (0.40 for the
-  2622-d 0.0.79 model MetaCloak used; 0.68 for newer 4096-d releases); the paper's thresholded part.
+* ``vggface`` (optional, :mod:`.vggface`): deepface 0.0.79's 2622-d VGG-Face in torch with its opencv
+  detector, cosine, tau = 0.40 fixed; the paper's thresholded part (MetaCloak's IMS_VGG).
+* ``deepface`` (optional): whatever deepface is installed, with its own threshold. From deepface 0.0.81
+  VGG-Face is another model (4096-d, tau 0.68), labelled ``deepface-4096d``; not the paper's numbers.
 
 Every backend returns, for one uint8 ``H x W x 3`` RGB image, the detected faces (largest first)
 with box, confidence and embedding, and can embed the whole image when no face is found (deepface's
@@ -182,13 +184,26 @@ class InsightFaces(FaceBackend):
         raise ValueError("insightface cannot embed an image without a detected face")
 
 
+@FACE_BACKENDS.register("vggface", licence="deepface MIT (code); Oxford VGG-Face weights (original terms)")
+def _vggface(**kw) -> FaceBackend:
+    """deepface 0.0.79's VGG-Face ported to torch (:class:`.vggface.VGGFace079`): the paper's model and tau."""
+    from .vggface import VGGFace079
+
+    return VGGFace079(**kw)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in text.split("+")[0].split(".")[:3] if p.isdigit())
+
+
 @FACE_BACKENDS.register("deepface", licence="deepface MIT; VGG-Face weights downloaded by deepface")
 class DeepFaceVGG(FaceBackend):
-    """deepface ``represent`` with VGG-Face, cosine distance, its own verification threshold.
+    """The installed deepface's ``represent`` with VGG-Face, cosine distance, its own threshold.
 
-    ``detector="opencv"`` is deepface's default, the one MetaCloak's IMS used. The threshold comes
-    from the installed deepface (0.40 for the 2622-d 0.0.79 model, 0.68 for the 4096-d one): record
-    the version with every number.
+    ``detector="opencv"`` is deepface's default, the one MetaCloak's IMS used. deepface <= 0.0.80 has
+    the paper's 2622-d model and tau 0.40 (label ``deepface``); from 0.0.81 (commit 19f057a) VGG-Face is
+    the l2-normalised 4096-d ``fc7`` output with tau 0.68, another model, labelled ``deepface-4096d``.
+    The paper's thresholded IMS is the ``vggface`` backend. The version is in :meth:`version`.
     """
 
     name = "deepface"
@@ -200,14 +215,18 @@ class DeepFaceVGG(FaceBackend):
             from deepface import DeepFace
         except ImportError as exc:
             raise _missing("deepface", "deepface", exc) from exc
+        import importlib.metadata as md
+
         self.DeepFace, self.model, self.detector = DeepFace, model, detector
+        self.deepface_version = md.version("deepface")
+        if model == "VGG-Face" and _version(self.deepface_version) >= (0, 0, 81):
+            self.name = "deepface-4096d"
         if threshold is None:
             try:
-                from deepface.modules.verification import find_threshold
-
-                threshold = float(find_threshold(model, "cosine"))
-            except Exception:  # older deepface
-                threshold = 0.40
+                from deepface.modules.verification import find_threshold  # deepface >= 0.0.81
+            except ImportError:
+                from deepface.commons.distance import findThreshold as find_threshold  # 0.0.79 distance.py:28
+            threshold = float(find_threshold(model, "cosine"))
         self.threshold = threshold
 
     def _represent(self, image: np.ndarray, enforce: bool) -> list[dict]:
@@ -230,9 +249,7 @@ class DeepFaceVGG(FaceBackend):
         return np.asarray(self._represent(image, False)[0]["embedding"], dtype=np.float64)
 
     def version(self) -> str:
-        import importlib.metadata as md
-
-        return f"deepface {md.version('deepface')} {self.model} {self.detector} tau={self.threshold}"
+        return f"deepface {self.deepface_version} {self.model} {self.detector} tau={self.threshold}"
 
 
 @FACE_BACKENDS.register("mini", licence="Apache-2.0 (trained by cloakbench mini train)")
@@ -273,5 +290,5 @@ class MiniToys(FaceBackend):
 
 
 def create_face_backend(name: str | FaceBackend = "dlib", **kw) -> FaceBackend:
-    """A face backend by name (``dlib``, ``insightface``, ``deepface``) or pass one through."""
+    """A face backend by name (``dlib``, ``insightface``, ``vggface``, ``deepface``, ``mini``) or an instance."""
     return name if isinstance(name, FaceBackend) else FACE_BACKENDS.create(name, **kw)

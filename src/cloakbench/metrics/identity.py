@@ -151,17 +151,42 @@ class Verified(_FaceMetric):
             "references_without_face": ref_missing, "backend_version": self.face.version()})
 
 
-def thresholded_scores(face: FaceBackend, images: torch.Tensor, refs: list[np.ndarray]) -> list[dict]:
-    """IMS_VGG per image (MetaCloak ``IMS_get_score``): distances to every reference, keep those <= tau.
+def reference_rows(face: FaceBackend, references: torch.Tensor) -> tuple[list[np.ndarray], int]:
+    """The thresholded part's reference set, as deepface ``find`` builds it, and how many had no face.
 
-    Score = 1 - mean(kept distances) if any reference verifies, else -1. Without a detected face the
-    whole image is embedded (deepface ``enforce_detection=False``).
+    Every detected face of every reference is one row (MetaCloak ``generic/modi_deepface.py:495-522``);
+    a reference without a face contributes its whole image (``enforce_detection=False``, deepface 0.0.79
+    ``commons/functions.py:120-121``). Backends that cannot embed a whole image skip it.
+    """
+    rows, missing = [], 0
+    for arr, faces in zip(to_uint8(references), detect_all(face, references)):
+        if faces:
+            rows += [f.embedding for f in faces]
+            continue
+        missing += 1
+        try:
+            rows.append(face.embed_whole(arr))
+        except ValueError:
+            pass
+    if not rows:
+        raise ValueError(f"no usable reference among the {references.shape[0]} images ({face.name})")
+    return rows, missing
+
+
+def thresholded_scores(face: FaceBackend, images: torch.Tensor, refs: list[np.ndarray]) -> list[dict]:
+    """IMS_VGG per image (MetaCloak ``robust_facecloak/eval_score.py:185-195``).
+
+    The image's first face (``dfs[0]``: deepface's first, i.e. OpenCV's order on ``vggface``; the
+    largest on the other backends), or the whole image without a face (``enforce_detection=False``).
+    Its distance to every reference row; rows with ``d <= tau`` are kept (``modi_deepface.py:591-593``;
+    a NaN distance is dropped, ``eval_score.py:189``). Score = 1 - mean(kept) if any row is kept, else
+    1 - 2 = -1 (``eval_score.py:190-195``).
     """
     rows = []
     for arr, faces in zip(to_uint8(images), detect_all(face, images)):
         emb = faces[0].embedding if faces else face.embed_whole(arr)
         d = np.array([face.dist(emb, r) for r in refs])
-        kept = d[d <= face.threshold]
+        kept = d[d <= face.threshold]  # NaN compares False: dropped as in the reference
         rows.append({"score": float(1.0 - kept.mean()) if kept.size else -1.0, "verified": bool(kept.size),
                      "has_face": bool(faces)})
     return rows
@@ -173,8 +198,10 @@ class IMSThresholded(_FaceMetric):
 
     Per image ``g``: ``d_r`` = distance of ``e(g)`` to each reference ``r``; keep ``d_r <= tau``;
     ``score(g) = 1 - mean(kept d_r)`` if any is kept, else ``-1``. The aggregate is the mean over G.
-    On ``deepface`` (VGG-Face, cosine, tau 0.40 / 0.68 by version) this is MetaCloak's metric; on
-    ``dlib`` it is our construction: L2 distance, tau = 0.6, so verified scores lie in [0.4, 1].
+    References: every face of every reference, whole image when none (:func:`reference_rows`).
+    On ``vggface`` (deepface 0.0.79 VGG-Face, cosine, tau 0.40) this is MetaCloak's metric; on
+    ``dlib`` it is our construction: L2 distance, tau = 0.6, so verified scores lie in [0.4, 1];
+    ``deepface`` uses the installed release (``deepface-4096d``: tau 0.68, another model).
     The distribution is bimodal ({-1} and the verified band): the verification rate and the mean
     score of verified images are reported in ``details`` and are the numbers to read first.
     """
@@ -186,7 +213,7 @@ class IMSThresholded(_FaceMetric):
 
     def compute(self, images: torch.Tensor, references: torch.Tensor | None) -> MetricResult:
         assert references is not None
-        refs, ref_missing = reference_embeddings(self.face, references)
+        refs, ref_missing = reference_rows(self.face, references)
         rows = thresholded_scores(self.face, images, refs)
         per = [r["score"] for r in rows]
         verified = [r["score"] for r in rows if r["verified"]]
@@ -233,11 +260,13 @@ class IMSIP(_FaceMetric):
 class IMS(Metric):
     """The paper's identity score: ``IMS = lam * IMS_IP + (1 - lam) * IMS_VGG``, lam = 0.7.
 
-    From DiffShortcut's ``get_score_tempalte.py``. The paper's parts are InsightFace (IP) and
-    deepface VGG-Face (thresholded); ``backend="dlib"`` computes both parts on dlib embeddings with
-    dlib's L2 threshold 0.6 and is labelled ``ims[dlib]`` (our substitute, not the paper's numbers).
-    ``backend="paper"`` is ``ip_backend="insightface", vgg_backend="deepface"``. Per-image values are
-    ``lam * ip(g) + (1 - lam) * thr(g)``; the aggregate is their mean (equal to combining the means).
+    From DiffShortcut's ``get_score_tempalte.py:96``. The paper's parts are InsightFace (IP) and
+    deepface 0.0.79 VGG-Face (thresholded, tau 0.40); ``backend="paper"`` (``ims[paper]``) is
+    ``ip_backend="insightface", vgg_backend="vggface"`` (the torch port of that VGG-Face, labelled
+    ``ims[insightface+vggface]``). ``backend="dlib"`` computes both parts on dlib embeddings with dlib's
+    L2 threshold 0.6 and is labelled ``ims[dlib]`` (our substitute, not the paper's numbers). Per-image
+    values are ``lam * ip(g) + (1 - lam) * thr(g)``; the aggregate is their mean (equal to combining
+    the means while no image is skipped).
     """
 
     name = "ims"
@@ -249,7 +278,7 @@ class IMS(Metric):
     def __init__(self, backend: str = "dlib", ip_backend: str | None = None, vgg_backend: str | None = None,
                  lam: float = 0.7, no_face: str = "-1") -> None:
         if backend == "paper":
-            ip_backend, vgg_backend = ip_backend or "insightface", vgg_backend or "deepface"
+            ip_backend, vgg_backend = ip_backend or "insightface", vgg_backend or "vggface"
         self.ip = create_face_backend(ip_backend or backend)
         self.thr = self.ip if (vgg_backend or backend) == self.ip.name else create_face_backend(vgg_backend or backend)
         self.lam, self.no_face = float(lam), _penalty(no_face)
@@ -258,14 +287,16 @@ class IMS(Metric):
     def compute(self, images: torch.Tensor, references: torch.Tensor | None) -> MetricResult:
         assert references is not None
         ip_refs, _ = reference_embeddings(self.ip, references)
-        thr_refs = ip_refs if self.thr is self.ip else reference_embeddings(self.thr, references)[0]
+        thr_refs = reference_rows(self.thr, references)[0]
         ip = ip_scores(self.ip, images, ip_refs, self.no_face)
         thr = thresholded_scores(self.thr, images, thr_refs)
+        version = self.ip.version() if self.ip is self.thr else f"{self.ip.version()} | {self.thr.version()}"
         per = [None if a is None else self.lam * a + (1 - self.lam) * t["score"] for a, t in zip(ip, thr)]
         return self.result(nanmean(per), per, n_no_face=sum(not t["has_face"] for t in thr), details={
             "lam": self.lam, "ims_ip": nanmean(ip), "ims_vgg": nanmean([t["score"] for t in thr]),
             "verification_rate": float(np.mean([t["verified"] for t in thr])),
-            "threshold": self.thr.threshold})
+            "threshold": self.thr.threshold, "distance": self.thr.distance,
+            "backend_version": version})
 
 
 @register_metric
