@@ -94,3 +94,24 @@ def test_codesr_face_detector_falls_back_to_mmod(shared_data):
         i for i, h in enumerate(hog) if h == 0]  # MMOD runs only where HOG found nothing
     with pytest.raises(ValueError, match="hog, cnn, hog\\+cnn"):
         detect(arrays[0], 1, "retina")
+
+
+def test_evaluate_derives_avg_from_ims_and_q(shared_data, tmp_path, monkeypatch):
+    """avg[dlib] next to ims[dlib] and q is their per-image mean, combined without computing IMS again."""
+    from cloakbench.metrics import iqa
+    from cloakbench.metrics.base import MetricResult
+    from cloakbench.stages import evaluate
+
+    def fake_q(self, images, references):  # LIQE's weights are not offline: a fixed Q per image
+        per = [0.1 * (i + 1) for i in range(images.shape[0])]
+        return MetricResult("q", sum(per) / len(per), per, True, backend="clip")
+
+    monkeypatch.setattr(iqa.Q, "__init__", lambda self, **kw: None)
+    monkeypatch.setattr(iqa.Q, "compute", fake_q)
+    calls = []
+    monkeypatch.setattr(iqa.Avg, "compute", lambda self, *a: calls.append(a))
+    clean = sorted((shared_data / "faces/vggface2/id2/clean").glob("*.png"))
+    ev = evaluate(clean[:2], clean[2:], metrics=["ims[dlib]", "q", "avg[dlib]"])
+    ims, q, avg = ev.results
+    assert not calls  # combined, not recomputed
+    assert avg.per_image == [pytest.approx((a + b) / 2) for a, b in zip(ims.per_image, q.per_image)]

@@ -219,3 +219,18 @@ def test_brisque_orders_degradations():
     s = {k: m(v).value for k, v in {"clean": clean, "jpeg10": jpeg, "blur3": blur, "noise25": noise}.items()}
     assert m.label == "brisque[pkg]" and s["clean"] == pytest.approx(10.8, abs=0.5)  # docs/METRICS.md §4
     assert s["clean"] < s["jpeg10"] and s["clean"] < s["blur3"] and s["clean"] < s["noise25"], s
+
+
+def test_avg_combines_ims_and_q_per_image():
+    """Avg = (IMS + Q) / 2 per image (None where either part is None), the cell value their mean."""
+    from cloakbench.metrics import MetricResult
+
+    avg = create_metric("avg[dlib]")
+    assert avg.ims_name == "ims[dlib]" and avg.needs_reference
+    ims = MetricResult("ims[dlib]", 0.1, [0.5, -1.0, None], True, backend="dlib")
+    q = MetricResult("q", 0.2, [0.1, 0.3, 0.2], True, backend="clip")
+    r = avg.combine(ims, q)
+    assert r.per_image == [pytest.approx(0.3), pytest.approx(-0.35), None]
+    assert r.value == pytest.approx((0.3 - 0.35) / 2) and r.name.startswith("avg")
+    with pytest.raises(ValueError, match="avg"):
+        avg.combine(ims, MetricResult("q", 0.0, [0.0], True))

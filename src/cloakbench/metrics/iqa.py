@@ -272,3 +272,33 @@ class Q(Metric):
         a, b = self.liqe(images), self.iqac(images)
         per = [q_score(x, y) for x, y in zip(a.per_image, b.per_image)]
         return self.result(nanmean(per), per, details={"liqe": a.value, "clip_iqac": b.value})
+
+
+@register_metric
+class Avg(Metric):
+    """The paper's overall score per image, ``Avg = (IMS + Q) / 2`` (DiffShortcut ``get_score_tempalte.py``,
+    ``overall_score = 0.5 * IMS + 0.5 * Q``; docs/METRICS.md §4). ``avg[B]`` uses ``ims[B]`` (``avg[paper]``:
+    ArcFace IP + VGG-Face 0.0.79) and ``q``. Next to ``ims[B]`` and ``q`` in one evaluation, the evaluate
+    stage combines their per-image values (:meth:`combine`) instead of computing them again."""
+
+    name = "avg"
+    higher_better = True
+    value_range = (-1.0, 1.0)
+    needs_reference = True
+
+    def __init__(self, backend: str = "paper", device: str | None = None, **q_kw) -> None:
+        self.ims_name = f"ims[{backend}]"
+        self._backend, self._device, self._q_kw = backend, device, q_kw
+        self.backend = backend
+
+    def compute(self, images: torch.Tensor, references: torch.Tensor | None) -> MetricResult:
+        from .identity import IMS
+
+        return self.combine(IMS(backend=self._backend)(images, references), Q(device=self._device, **self._q_kw)(images, None))
+
+    def combine(self, ims: MetricResult, q: MetricResult) -> MetricResult:
+        """Avg from an IMS and a Q result on the same images (same order); None where either is None."""
+        if len(ims.per_image) != len(q.per_image):
+            raise ValueError(f"avg: IMS has {len(ims.per_image)} images, Q {len(q.per_image)}")
+        per = [None if a is None or b is None else avg_score(a, b) for a, b in zip(ims.per_image, q.per_image)]
+        return self.result(nanmean(per), per, details={"ims": ims.value, "q": q.value, "ims_backend": ims.backend})

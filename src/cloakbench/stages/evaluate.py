@@ -55,11 +55,18 @@ def evaluate(
             raise InputError(f"metric {name} needs reference images (--reference)")
     paired = _pair_by_name(gen.paths, refs) if any(m.paired for m in built) else None
     out = Evaluation(files=[p.name for p in gen.paths])
-    for metric in built:
+    done: dict[str, Any] = {}
+    for name, metric in zip(metrics, built):
         t0 = time.perf_counter()
         ref = (paired if metric.paired else refs.images) if metric.needs_reference else None
-        out.results.append(metric(gen.images, ref))
-        out.seconds[out.results[-1].name] = time.perf_counter() - t0
+        parts = (getattr(metric, "ims_name", None), "q")
+        if parts[0] in done and parts[1] in done:  # avg[B] next to ims[B] and q: combine, do not recompute
+            result = metric.combine(done[parts[0]], done[parts[1]])
+        else:
+            result = metric(gen.images, ref)
+        done[name] = result
+        out.results.append(result)
+        out.seconds[result.name] = time.perf_counter() - t0
     return out
 
 
