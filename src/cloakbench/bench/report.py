@@ -172,7 +172,7 @@ def build(run_dir: str | Path, *, max_grids: int = 24) -> Path:
 def paired_images(rows: list[dict[str, Any]], folders: dict[str, Path]) -> dict[tuple, dict[tuple, float]]:
     """Per-image values of each (cell, metric), keyed ``(identity, seed, file)``: the unit the report's
     significance test pairs. A generated file ``p<i>-<jjj>.png`` is prompt ``i``'s image ``j``, drawn from
-    the same initial latent (seed + j) in every cell, so two cells' images of one key differ only by the
+    the same initial latent (seed + i * n + j, the sample stage's rule) in every cell, so two cells' images of one key differ only by the
     cell. Images without a value (no face) are left out; an evaluate folder without ``metrics.json``
     (older runs) contributes its cell-level value under the key ``(identity, seed, "")``."""
     out: dict[tuple, dict[tuple, float]] = defaultdict(dict)

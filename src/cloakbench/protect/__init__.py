@@ -4,7 +4,7 @@
 Glaze is closed source: Glaze-protected images are accepted as data only (load them as any folder).
 """
 
-from . import adaptive, advdm, aspl, caat, fsmg, metacloak, mist, photoguard, pid, sds, simac  # noqa: F401  (register)
+from . import adaptive, advdm, aspl, caat, fsmg, metacloak, mist, photoguard, pid, random_noise, sds, simac  # noqa: F401  (register)
 from .base import PROTECTIONS, Protection, create_protection, list_protections
 from .engine import PGD, finalize, gradient, run_pgd
 from .transforms import TRANSFORMS, make_transforms

@@ -21,4 +21,5 @@ QUICK: dict[str, dict[str, Any]] = {
     "caat": {},
     "simac": {"surrogate_steps": 1, "train_steps": 1, "pgd_steps": 2, "search_steps": 2, "keep": 900},
     "adaptive": {"purifier": "jpeg", "mode": "bpda"},
+    "random-noise": {},
 }

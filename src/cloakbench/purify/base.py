@@ -43,13 +43,13 @@ class Purifier:
         for k, v in self.options.items():
             setattr(self, k, options.get(k, v))
         self.seed, self.device, self.dtype = seed, device, dtype
+        self.stats: dict[str, Any] = {}
 
     def model_dtype(self) -> torch.dtype:
         """The dtype its diffusion model runs in: ``dtype`` if given, else :attr:`half` on CUDA, fp32 on CPU."""
         from ..models.device import default_dtype, parse_dtype
 
         return parse_dtype(self.dtype) if self.dtype else default_dtype(self.device, self.half)
-        self.stats: dict[str, Any] = {}
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         check_images(images)
