@@ -1,14 +1,17 @@
-"""Pixel-space diffusion purification: DiffPure, GrIDPure and DDSPure on a diffusers ``UNet2DModel``.
+"""Pixel-space diffusion purification: DiffPure, GrIDPure and DDSPure on a pixel diffusion model.
 
-The pixel model is configuration (a diffusers DDPM folder or hub id with ``unet/`` and ``scheduler/``;
-default ``google/ddpm-ema-celebahq-256``, a 256 px face model; the references use OpenAI's ADM 256
-unconditional checkpoint, a different format). Images work in [-1, 1] inside.
+The pixel model is configuration: a diffusers DDPM folder or hub id with ``unet/`` and ``scheduler/``
+(default ``google/ddpm-ema-celebahq-256``, a 256 px face model), or the references' OpenAI ADM 256
+unconditional checkpoint (``model: adm-256-uncond`` from the weights manager, or a path to a ``.pt``;
+:mod:`.adm`). Images work in [-1, 1] inside (``units="reference"``: DiffShortcut's [0, 1], see below).
 
 * DiffPure (Nie et al., ICML 2022): diffuse to ``t_star`` and run the reverse chain back to 0
   (``steps`` evenly spaced DDPM steps), patch-wise with 256 px windows, stride 128, averaged.
 * GrIDPure (Zhao et al., 2024, ``ZhengyueZhao/GrIDPure``): 256 px tiles at stride 128 plus one mosaic
   of the four 128 px corners, each DiffPure'd with a few steps; overlaps averaged; then
   ``x <- (1 - gamma) * pure + gamma * x``, iterated (10 steps, 20 iterations, gamma 0.1).
+  :data:`PAPER_OPTIONS` holds DiffShortcut's settings (docs/PROTECTIONS.md §3): ADM, 250 respaced
+  steps, t = 10 respaced, 10 iterations, 9 tiles on 512 px, no corner mosaic, [0, 1] model inputs.
 * DDSPure (Carlini et al., ICLR 2023; DiffShortcut): resize to 256, one-shot denoise at the t where
   ``alpha_bar_t ~ 1 / (1 + sigma^2)``, resize back. ``units="reference"`` uses sigma = r/255 as
   DiffShortcut; ``"consistent"`` uses 2r/255, the matching sigma in [-1, 1] (docs/PROTECTIONS.md §4).
@@ -23,23 +26,46 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from .adm import ADM_256_UNCOND, AdmDiffusion
 from .base import Purifier, register_purifier
 
 DEFAULT_PIXEL_MODEL = "google/ddpm-ema-celebahq-256"
+ADM_MODELS = {"adm-256-uncond": ADM_256_UNCOND}  # weights-manager names of ADM checkpoints -> architecture
+
+# DiffShortcut's settings for its pixel baselines (docs/PAPER.md §9), on the ADM 256 unconditional model with
+# timestep_respacing "250" (diffshortcut/defenses/gridpure.py:16) and 256 px windows at stride 128 without a
+# corner mosaic (gridpure.py:118, 136-137); images fed in [0, 1] (gridpure.py:53-58: Normalize commented out).
+PAPER_OPTIONS: dict[str, dict] = {
+    "gridpure": {"model": "adm-256-uncond", "respacing": 250, "t_star": 10, "steps": 10, "iterations": 10,
+                 "gamma": 0.1, "tile": 256, "stride": 128, "corners": False, "units": "reference"},  # gridpure.py:176
+    "pixel-diffpure": {"model": "adm-256-uncond", "respacing": 250, "t_star": 100, "steps": 100, "tile": 256,
+                       "stride": 128, "units": "reference"},  # pdiffp.py:19: t=100, gamma 0, 1 iteration
+}
 
 
 @functools.lru_cache(maxsize=2)
 def load_pixel_model(source: str, device: str = "cpu", dtype: torch.dtype = torch.float32):
     """``(UNet2DModel, DDPMScheduler)`` from a DDPM folder or hub id (``"mini"``: the mini stack's 16 px
-    pixel DDPM); a clear error when unavailable."""
+    pixel DDPM), or ``(AdmUNet, AdmDiffusion)`` for ``"adm-256-uncond"`` (the weights manager's file; a
+    :class:`~cloakbench.weights.MissingWeightError` saying how to fetch it when absent) or a ``.pt`` path
+    of that checkpoint; a clear error when unavailable."""
     from diffusers import DDPMScheduler, UNet2DModel
+
+    from ..models.loading import ModelLoadError, _offline
 
     if source == "mini":
         from ..models.mini.stack import load_stack
 
         return load_stack().pixel_model()
+    if source in ADM_MODELS or source.endswith((".pt", ".pth")):
+        from .. import weights
+        from .adm import load_adm
 
-    from ..models.loading import ModelLoadError, _offline
+        path = weights.resolve(source) if source in ADM_MODELS else source
+        if not os.path.isfile(path):
+            raise ModelLoadError(f"ADM checkpoint {source!r} not found; use model 'adm-256-uncond' (`cloakbench "
+                                 f"weights fetch adm-256-uncond`) or a path to 256x256_diffusion_uncond.pt")
+        return load_adm(str(path), device, dtype, ADM_MODELS.get(source, ADM_256_UNCOND))
 
     local = os.path.isdir(source)
     try:
@@ -62,29 +88,50 @@ def build_tiny_pixel_model(seed: int = 0, size: int = 64):
     return unet.eval().requires_grad_(False), DDPMScheduler(num_train_timesteps=1000)
 
 
+def _randn(like: torch.Tensor, gen: torch.Generator | list[torch.Generator]) -> torch.Tensor:
+    """Standard normal noise of ``like``'s shape, dtype and device; with one generator per image, each
+    image's noise is its own whatever the batch."""
+    if isinstance(gen, list):
+        return torch.cat([torch.randn((1, *like.shape[1:]), generator=g) for g in gen]).to(like)
+    return torch.randn(like.shape, generator=gen).to(like)
+
+
 @torch.no_grad()
-def diffpure(unet, sched, x: torch.Tensor, t_star: int, steps: int,
-             gen: torch.Generator | list[torch.Generator]) -> torch.Tensor:
+def diffpure(unet, sched, x: torch.Tensor, t_star: int, steps: int, gen: torch.Generator | list[torch.Generator],
+             respacing: int = 0, units: str = "consistent") -> torch.Tensor:
     """Diffuse ``x`` (``B x 3 x h x w`` in [0, 1]) to ``t_star`` and denoise back with ``steps`` DDPM steps;
-    ``gen`` one generator, or one per image (then each image's noise is its own, whatever the batch)."""
+    ``gen`` one generator, or one per image (then each image's noise is its own, whatever the batch).
+
+    With an ADM (:class:`~.adm.AdmDiffusion` scheduler) the eps channels of the learned-sigma output drive
+    the mean and the variance channels the noise; ``respacing`` = N > 0 (ADM only) takes DiffShortcut's
+    reading, ``t_star`` a respaced index of N steps (:meth:`~.adm.AdmDiffusion.chain`).
+    ``units``: ``"consistent"`` maps [0, 1] to the model's [-1, 1] and back; ``"reference"`` feeds [0, 1]
+    as is and reads the output as [0, 1], as DiffShortcut (``gridpure.py:53-58, 110``; results clamped)."""
     from diffusers import DDPMScheduler
 
+    if units not in ("consistent", "reference"):
+        raise ValueError(f"units must be 'consistent' or 'reference', not {units!r}")
     if t_star <= 0:
         return x
-    s = DDPMScheduler.from_config(sched.config)
-    ts = torch.linspace(t_star, 0, steps + 1)[:-1].round().long().unique_consecutive().tolist()
-    s.set_timesteps(timesteps=ts)
     dev, dtype = next(unet.parameters()).device, next(unet.parameters()).dtype
-    z = x.to(dev, dtype) * 2 - 1
-    if isinstance(gen, list):  # one generator per image: the same noise whatever the batch
-        noise = torch.cat([torch.randn((1, *z.shape[1:]), generator=g) for g in gen]).to(z)
+    if isinstance(sched, AdmDiffusion):
+        z0 = x.to(dev, torch.float32)
+        z0 = z0 * 2 - 1 if units == "consistent" else z0
+        z = sched.purify(unet, z0, t_star, steps, lambda: _randn(z0, gen), respacing)
     else:
-        noise = torch.randn(z.shape, generator=gen).to(z)
-    z = s.add_noise(z, noise, torch.full((z.shape[0],), ts[0], dtype=torch.long, device=dev))
-    for t in s.timesteps:
-        eps = unet(z, t).sample
-        z = s.step(eps, t, z, generator=gen).prev_sample
-    return ((z.float() + 1) / 2).clamp(0, 1).cpu()
+        if respacing:
+            raise ValueError("respacing follows guided-diffusion's SpacedDiffusion: it needs an ADM model")
+        s = DDPMScheduler.from_config(sched.config)
+        ts = torch.linspace(t_star, 0, steps + 1)[:-1].round().long().unique_consecutive().tolist()
+        s.set_timesteps(timesteps=ts)
+        z = x.to(dev, dtype)
+        z = z * 2 - 1 if units == "consistent" else z
+        z = s.add_noise(z, _randn(z, gen), torch.full((z.shape[0],), ts[0], dtype=torch.long, device=dev))
+        for t in s.timesteps:
+            eps = unet(z, t).sample
+            z = s.step(eps, t, z, generator=gen).prev_sample
+    z = z.float()
+    return ((z + 1) / 2 if units == "consistent" else z).clamp(0, 1).cpu()
 
 
 def tile_positions(size: int, tile: int, stride: int) -> list[int]:
@@ -152,11 +199,11 @@ class PixelDiffPure(_Pixel):
     paper = "Nie et al., Diffusion Models for Adversarial Purification (DiffPure), ICML 2022"
     half = "fp16"  # the reference's guided-diffusion ADM runs in fp16 (PAPER.md §9)
     options = {"model": DEFAULT_PIXEL_MODEL, "pixel_model": None, "t_star": 100, "steps": 100, "tile": 256, "stride": 128,
-               "tile_batch": 0}
+               "tile_batch": 0, "respacing": 0, "units": "consistent"}
 
     def purify(self, images):
         fn = lambda t, keys: diffpure(self.unet, self.sched, t, int(self.t_star), int(self.steps),  # noqa: E731
-                                      tile_generators(self.seed, 0, keys))
+                                      tile_generators(self.seed, 0, keys), int(self.respacing), self.units)
         return grid_purify(images, fn, int(self.tile), int(self.stride), corners=False, batch=int(self.tile_batch))
 
 
@@ -165,19 +212,24 @@ class GrIDPure(_Pixel):
     name = "gridpure"
     paper = "Zhao et al., Can Protective Perturbation Safeguard Personal Data from Being Exploited by Stable Diffusion? (GrIDPure), CVPR 2024"
     options = {"model": DEFAULT_PIXEL_MODEL, "pixel_model": None, "t_star": 10, "steps": 10, "iterations": 20,
-               "gamma": 0.1, "tile": 256, "stride": 128, "tile_fn": None, "tile_batch": 0}
+               "gamma": 0.1, "tile": 256, "stride": 128, "corners": True, "tile_fn": None, "tile_batch": 0,
+               "respacing": 0, "units": "consistent"}
 
     def purify(self, images):
         """``iterations`` rounds; in each, every tile of every image goes through one batched UNet call
-        (``tile_batch`` > 0: that many tiles per call), each tile with its own seeded noise."""
+        (``tile_batch`` > 0: that many tiles per call), each tile with its own seeded noise. ``corners``:
+        add the mosaic of the four corners (GrIDPure's repo; DiffShortcut has none). ``tile_fn(tiles)``
+        replaces the diffusion (tests)."""
         x = images
         for it in range(int(self.iterations)):
             if self.tile_fn is not None:
                 fn = lambda t, keys: self.tile_fn(t)  # noqa: E731
             else:
-                fn = lambda t, keys, it=it: diffpure(self.unet, self.sched, t, int(self.t_star), int(self.steps),  # noqa: E731
-                                                     tile_generators(self.seed, it, keys))
-            pure = grid_purify(x, fn, int(self.tile), int(self.stride), batch=int(self.tile_batch))
+                fn = lambda t, keys, it=it: diffpure(  # noqa: E731
+                    self.unet, self.sched, t, int(self.t_star), int(self.steps), tile_generators(self.seed, it, keys),
+                    int(self.respacing), self.units)
+            pure = grid_purify(x, fn, int(self.tile), int(self.stride), corners=bool(self.corners),
+                               batch=int(self.tile_batch))
             x = (1 - self.gamma) * pure + self.gamma * x
         return x
 
@@ -210,7 +262,8 @@ class DDSPure(_Pixel):
         a = self.sched.alphas_cumprod[t].to(z)
         noise = torch.randn(z.shape, generator=self.generator()).to(z)
         zt = a.sqrt() * z + (1 - a).sqrt() * noise
-        eps = self.unet(zt, torch.full((z.shape[0],), t, device=dev)).sample
+        out = self.unet(zt, torch.full((z.shape[0],), t, device=dev))
+        eps = getattr(out, "sample", out)[:, :3]  # an ADM's learned-sigma output: the first 3 channels are eps
         x0 = ((zt - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-1, 1)
         out = F.interpolate(((x0 + 1) / 2).cpu(), size=(h, w), mode="bilinear", align_corners=False)
         return out.clamp(0, 1)
