@@ -46,7 +46,7 @@ def main() -> None:
         for k, s in enumerate(args.subjects):
             model = load_model("mini")
             cfg = TrainConfig(instance_prompt="a photo of sks toy", class_prompt="a photo of toy", steps=max(args.steps),
-                              lr=lr, resolution=32, num_class_images=4, class_steps=20)
+                              lr=lr, resolution=32, num_class_images=4, class_steps=20, latents="cached")
             trainer = DreamBoothTrainer(model, cfg, tmp / f"{s}-{lr}")
             other = args.subjects[(k + 1) % len(args.subjects)]
             for i, n in enumerate(sorted(args.steps)):  # one run, scored at each length (stop, sample, resume)

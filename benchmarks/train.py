@@ -77,7 +77,9 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for lora in (False, True):
         cfg = TrainConfig(steps=args.steps, lora=lora, resolution=size, mixed_precision=args.mixed_precision,
-                          gradient_checkpointing=args.gradient_checkpointing, use_8bit_adam=args.adam8,
+                          gradient_checkpointing=args.gradient_checkpointing,
+                          optimizer="adamw8bit" if args.adam8 else "adamw",
+                          latents="cached",  # the bare loop trains on cached latents
                           checkpoint_every=0, compile_unet=args.compile)
         rates = {}
         for kind in ("bare", "trainer") * args.repeat:  # alternated: the last of each is kept

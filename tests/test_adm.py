@@ -155,3 +155,155 @@ def test_paper_faces_config_uses_the_paper_options():
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "paper-faces.yaml")
     assert {k: cfg.purify_options[k] for k in PAPER_OPTIONS} == PAPER_OPTIONS
+
+
+# ------------------------------------------------------------------ DDSPure (DiffShortcut defenses/ddspure.py)
+
+
+def _reference_opt_t(delta: float) -> int:
+    """DiffShortcut's ``get_opt_t`` as its code reads (``ddspure.py:96-117``): a Python-float table of the linear
+    1000-step schedule, the two entries around 1 / (1 + delta^2) compared, the answer counted from 1."""
+    ab = [1 - ((t - 1) / 999 * (0.02 - 0.0001) + 0.0001) for t in range(1, 1001)]
+    for t in range(1, 1000):
+        ab[t] *= ab[t - 1]
+    target = 1 / (1 + delta**2)
+    if target > ab[0]:
+        return 1
+    if target <= ab[-1]:
+        return 1000
+    for t, a in enumerate(ab):
+        if a < target:
+            return t if abs(target - ab[t - 1]) < abs(target - a) else t + 1
+    raise AssertionError
+
+
+def test_ddspure_default_is_unchanged():
+    """Values pinned from the one-shot DDSPure before the chain mode was added (same seed, inputs, models)."""
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    pins = {"adm": (3027.4391034394503, 1524.1846934787623, [0.4313948452, 0.5148251057, 0.6816855669, 0.7119154334]),
+            "ddpm": (3019.9815151691437, 1516.5312041163925, [0.4388074279, 0.5227961540, 0.6907736063, 0.7196129560])}
+    consistent = {"adm": 3032.138410910964, "ddpm": 3017.344773694873}
+    for name, pm in [("adm", (build_tiny_adm(0), AdmDiffusion())), ("ddpm", build_tiny_pixel_model(seed=0, size=16))]:
+        p = create_purifier("ddspure", pixel_model=pm, size=16, seed=7)
+        assert (p.mode, p.respacing, p.iterations, p.interpolation) == ("oneshot", 0, 1, "bilinear")
+        y = p(x).double()
+        assert p.timestep() == 9  # nearest original step (0-based) for 11/255
+        total, squares, row = pins[name]
+        assert y.sum().item() == pytest.approx(total, rel=1e-7)
+        assert y.pow(2).sum().item() == pytest.approx(squares, rel=1e-7)
+        assert torch.allclose(y[0, 0, 0, :4], torch.tensor(row, dtype=torch.float64), atol=1e-6)
+        c = create_purifier("ddspure", pixel_model=pm, size=16, seed=7, units="consistent")
+        assert c.timestep() == 22 and c(x).double().sum().item() == pytest.approx(consistent[name], rel=1e-7)
+
+
+def test_ddspure_reference_timestep():
+    from cloakbench.purify.pixel import DDSPure
+
+    pm = (build_tiny_adm(0), AdmDiffusion())
+    chain = create_purifier("ddspure", **{**PAPER_OPTIONS["ddspure"], "pixel_model": pm})
+    assert chain.timestep() == _reference_opt_t(11 / 255) == 10  # --perturb_r 11: respaced 10 = original step 40
+    assert create_purifier("ddspure", pixel_model=pm).timestep() == 9  # one-shot: nearest entry, 0-based
+    for r in [0, 0.25, 0.5, 1, 2, 3, 4, 5, 6, 8, 11, 12, 16, 22, 24, 32, 48, 64, 128, 255, 2000, 1e5]:
+        assert DDSPure.reference_timestep(1 / (1 + (r / 255) ** 2)) == _reference_opt_t(r / 255), r
+    with pytest.raises(ValueError, match="t_star < 250"):  # t = 1000 is past the 250-step chain (an IndexError there)
+        create_purifier("ddspure", **{**PAPER_OPTIONS["ddspure"], "pixel_model": pm, "size": 16, "radius": 1e5})(
+            torch.rand(1, 3, 16, 16))
+
+
+class _Recorder(torch.nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.calls = net, []
+
+    def forward(self, x, t):
+        self.calls.append(torch.as_tensor(t).reshape(-1).tolist())
+        return self.net(x, t)
+
+
+def _guided_diffusion_chain(net, x01: torch.Tensor, t: int, g: torch.Generator) -> torch.Tensor:
+    """DiffShortcut's ``denoise`` (``ddspure.py:119-135``) on one image, written from guided-diffusion's arrays:
+    ``SpacedDiffusion`` of 250 steps (betas recomputed over the kept steps, respace.py), ``q_sample`` at respaced
+    index t, ``p_sample`` (learned-range variance, x0 clipped) for i = t .. 1, no step at index 0."""
+    import numpy as np
+
+    full = np.cumprod(1 - np.linspace(1e-4, 0.02, 1000, dtype=np.float64))
+    kept = [round(i * 999 / 249) for i in range(t + 1)]  # the first kept steps of a 250-step respacing
+    assert kept == list(range(0, 4 * t + 1, 4))
+    betas, last = [], 1.0
+    for k in kept:
+        betas.append(1 - full[k] / last)
+        last = full[k]
+    betas = np.array(betas)
+    ac = np.cumprod(1 - betas)
+    ac_prev = np.append(1.0, ac[:-1])
+    post_var = betas * (1 - ac_prev) / (1 - ac)
+    post_log = np.log(np.append(post_var[1], post_var[1:]))
+    c1, c2 = betas * np.sqrt(ac_prev) / (1 - ac), (1 - ac_prev) * np.sqrt(1 - betas) / (1 - ac)
+    f = lambda arr, i: torch.tensor(arr[i]).float()  # noqa: E731  (_extract_into_tensor: float64 -> float32)
+    x = f(np.sqrt(ac), t) * x01 + f(np.sqrt(1 - ac), t) * torch.randn(x01.shape, generator=g)
+    for i in range(t, 0, -1):
+        out = net(x, torch.tensor([kept[i]]))
+        eps, v = out[:, :3], out[:, 3:]
+        x0 = (f(np.sqrt(1 / ac), i) * x - f(np.sqrt(1 / ac - 1), i) * eps).clamp(-1, 1)
+        mean = f(c1, i) * x0 + f(c2, i) * x
+        frac = (v + 1) / 2
+        log_var = frac * f(np.log(betas), i) + (1 - frac) * f(post_log, i)
+        x = mean + torch.exp(0.5 * log_var) * torch.randn(x.shape, generator=g)
+    return x
+
+
+def test_ddspure_chain_matches_a_step_by_step_reference():
+    """PAPER_OPTIONS["ddspure"] on the tiny ADM (size 16 instead of 256): bicubic to 16, [0, 1] into the 250-step
+    chain from respaced 10 (original 40) down to 1, bicubic back; every image with its own seeded noise."""
+    import torch.nn.functional as F
+
+    from cloakbench.purify.pixel import tile_generators
+
+    net = _Recorder(build_tiny_adm(0))
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    opts = {**PAPER_OPTIONS["ddspure"], "size": 16}
+    p = create_purifier("ddspure", seed=4, **opts, pixel_model=(net, AdmDiffusion()))
+    y = p(x)
+    assert net.calls == [[s, s] for s in range(40, 0, -4)]  # batched; the model sees original steps 40 .. 4
+    small = F.interpolate(x, size=(16, 16), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+    gens = tile_generators(4, 0, [0, 1])
+    ref = torch.cat([_guided_diffusion_chain(net.net, small[b : b + 1], 10, gens[b]) for b in range(2)]).clamp(0, 1)
+    ref = F.interpolate(ref, size=(32, 32), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+    assert y.shape == x.shape and torch.allclose(y, ref, atol=2e-5)
+    assert torch.equal(p(x), y)  # seeded: the same output again
+    two = create_purifier("ddspure", seed=4, **{**opts, "iterations": 2}, pixel_model=(net.net, AdmDiffusion()))(x)
+    assert two.shape == x.shape and not torch.allclose(two, y, atol=1e-3)
+
+
+def test_ddspure_bicubic_matches_pil_default_resize():
+    """The reference resizes with PIL's default filter (``ddspure.py:167, 169``: ``Image.resize`` without one),
+    bicubic for RGB; antialiased torch bicubic agrees to within one 8-bit level on a smooth image."""
+    import numpy as np
+    import torch.nn.functional as F
+    from PIL import Image
+
+    pm = (build_tiny_adm(0), AdmDiffusion())
+    p = create_purifier("ddspure", **{**PAPER_OPTIONS["ddspure"], "pixel_model": pm})
+    base = torch.rand(1, 3, 8, 6, generator=torch.Generator().manual_seed(0))
+    u8 = (F.interpolate(base, size=(64, 48), mode="bilinear", align_corners=False) * 255).round()
+    img = Image.fromarray(u8[0].permute(1, 2, 0).byte().numpy())
+    for size in [(32, 32), (128, 128), (20, 70)]:
+        pil = img.resize(size[::-1])
+        assert pil.tobytes() == img.resize(size[::-1], Image.Resampling.BICUBIC).tobytes()
+        ref = torch.from_numpy(np.array(pil)).permute(2, 0, 1)[None].float() / 255
+        for back in (False, True):
+            assert (p.resize(u8 / 255, size, back=back) - ref).abs().max() <= 1.1 / 255
+    assert torch.equal(p.resize(u8 / 255, (64, 48), back=False), u8 / 255)  # same size: unchanged, as PIL
+
+
+def test_ddspure_option_checks():
+    pm = (build_tiny_adm(0), AdmDiffusion())
+    for bad, match in [({"mode": "steps"}, "mode"), ({"interpolation": "nearest"}, "interpolation"),
+                       ({"respacing": 250}, "respacing applies")]:
+        with pytest.raises(ValueError, match=match):
+            create_purifier("ddspure", pixel_model=pm, **bad)
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    plain = create_purifier("ddspure", pixel_model=pm, size=16, mode="chain")  # original steps 10 .. 1, then x0
+    assert plain.timestep() == 10 and plain(x).shape == x.shape
+    with pytest.raises(ValueError, match="ADM"):
+        create_purifier("ddspure", pixel_model=build_tiny_pixel_model(size=16), size=16, mode="chain", respacing=250)(x)

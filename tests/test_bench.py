@@ -63,6 +63,39 @@ def test_plan_shares_upstream_work(smoke_cfg, tmp_path):
     assert len({s.hash for s in r.specs}) == len(r.specs)
 
 
+# the smoke grid's one train stage (id1, no protection) before issue #17 (commit c341028, cloakbench 0.1.0)
+TRAIN_HASH_BEFORE_17 = "7a337708f1ea27ba250f357abf387acd3ce99ba7d716f29ee01512481f7e7602"
+
+
+@pytest.mark.data
+def test_train_hash_changes_exactly_when_training_does(smoke_cfg, tmp_path):
+    """The reference's per-step latent draws and "auto" precision (the new defaults) are other training:
+    another hash. ``latents: cached`` with ``mixed_precision: "no"`` is the training from before these keys
+    and keeps its hash, so finished folders stay valid. ``latents: cached`` alone does not: "auto" is bf16
+    on CUDA, where the old runs trained fp32."""
+    from cloakbench.bench.runner import plan
+    from cloakbench.stages.train import train_config
+
+    smoke_cfg["data"]["identities"] = ["id1"]
+    smoke_cfg["protections"], smoke_cfg["purifications"] = [{"method": "none"}], ["none"]
+    base = dict(smoke_cfg["recipes"][0])
+
+    def train_spec(**keys):
+        smoke_cfg["recipes"] = [{**base, **keys}]
+        [spec] = [s for s in plan(load_config(_write(tmp_path, smoke_cfg)))[0] if s.kind == "train"]
+        return spec
+
+    old = train_spec(latents="cached", mixed_precision="no")
+    assert old.hash == TRAIN_HASH_BEFORE_17
+    cfg = train_config(old.params["recipe"], prompts=old.params["prompts"], resolution=64, seed=0)
+    assert (cfg.latents, cfg.mixed_precision, cfg.optimizer) == ("cached", "no", "adamw")
+    new = train_spec()
+    assert {k: new.params["recipe"].get(k) for k in ("latents", "mixed_precision", "optimizer")} == {
+        "latents": "sample", "mixed_precision": "auto", "optimizer": None}
+    others = [new, train_spec(latents="cached"), train_spec(mixed_precision="no"), train_spec(mixed_precision="bf16")]
+    assert len({s.hash for s in others} | {old.hash}) == 5
+
+
 @pytest.mark.data
 @pytest.mark.slow
 def test_sigkill_halfway_then_resume(smoke_cfg, tmp_path):

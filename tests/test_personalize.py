@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 
 import pytest
@@ -72,15 +73,19 @@ def test_dreambooth_cdl_30_steps_save_reload_identical(faces, classes, tmp_path)
 
 
 @pytest.mark.data
-def test_stop_at_15_and_resume_equals_uninterrupted(faces, classes, tmp_path):
+@pytest.mark.parametrize("latents", ["sample", "cached"])
+def test_stop_at_7_and_resume_equals_uninterrupted(faces, classes, tmp_path, latents):
+    """12 steps over 3 epochs of 4 (instance, class) pairs, stopped mid-epoch: the per-step latent draws
+    (``sample``) and the cached ones both resume exactly."""
+    cfg = _cfg(steps=12, latents=latents)
     a = build_tiny()
-    DreamBoothTrainer(a, _cfg(), tmp_path / "a").fit(faces, classes)
+    DreamBoothTrainer(a, cfg, tmp_path / "a").fit(faces, classes)
     b = build_tiny()
-    stopped = DreamBoothTrainer(b, _cfg(), tmp_path / "b").fit(faces, classes, stop_after=15)
-    assert stopped["stopped_at"] == 15 and (tmp_path / "b/checkpoints/step-000015").is_dir()
+    stopped = DreamBoothTrainer(b, cfg, tmp_path / "b").fit(faces, classes, stop_after=7)
+    assert stopped["stopped_at"] == 7 and (tmp_path / "b/checkpoints/step-000007").is_dir()
     c = build_tiny()  # a fresh process: new model, resume from disk
-    res = DreamBoothTrainer(c, _cfg(), tmp_path / "b").fit(faces, classes, resume=True)
-    assert res["resumed_from"] == 15 and len(res["losses"]) == 15
+    res = DreamBoothTrainer(c, cfg, tmp_path / "b").fit(faces, classes, resume=True)
+    assert res["resumed_from"] == 7 and len(res["losses"]) == 5
     for (n, p), (_, q) in zip(a.unet.state_dict().items(), c.unet.state_dict().items()):
         assert torch.equal(p, q), n
     for (n, p), (_, q) in zip(a.text_encoder.state_dict().items(), c.text_encoder.state_dict().items()):
@@ -94,13 +99,110 @@ def test_trainer_losses_equal_the_bare_loop(faces, classes, tmp_path, lora):
     clipping: the trainer's losses stay bit-identical to a bare loop of the same math, and all are logged."""
     from cloakbench.personalize.bare import bare_losses
 
-    cfg = _cfg(steps=13, lora=lora, lr=1e-3, checkpoint_every=0, log_every=5)
+    cfg = _cfg(steps=13, lora=lora, lr=1e-3, checkpoint_every=0, log_every=5, latents="cached")
     res = DreamBoothTrainer(build_tiny(), cfg, tmp_path / "t").fit(faces, classes)
     ref = DreamBoothTrainer(build_tiny(), cfg, tmp_path / "b")
     want = bare_losses(ref, ref._cache_latents(faces, 1), ref._cache_latents(classes, 2), 13).tolist()
     assert res["losses"] == want
     logged = [json.loads(x) for x in (tmp_path / "t/train_log.jsonl").read_text().splitlines()[1:]]
     assert [r["step"] for r in logged] == list(range(1, 14)) and [r["loss"] for r in logged] == want
+
+
+@pytest.mark.data
+def test_sample_mode_draws_from_the_posterior_fresh_each_step(faces):
+    """``latents="sample"`` keeps each image's posterior mean and std; a step's draw is a seeded function of
+    (seed, step): the same step draws the same latents, the next step others, and a draw is what the VAE's
+    own posterior sampling gives with that generator."""
+    from cloakbench.personalize.dreambooth import _draw, _step_generator
+
+    model = build_tiny()
+    trainer = DreamBoothTrainer(model, _cfg(steps=2), "unused")
+    mean, std = trainer._latent_set(faces, 1)
+    assert torch.equal(mean, torch.cat([model.encode(faces[i : i + 1], sample=False) for i in range(4)]))
+    assert bool((std > 0).all())
+    rows = [(mean, std, 2), (mean, std, 0)]
+    step0, again, step1 = (_draw(rows, _step_generator(0, s)) for s in (0, 0, 1))
+    assert step0.shape == (2, *mean.shape[1:]) and torch.equal(step0, again) and not torch.allclose(step0, step1)
+    vae_draw = model.encode(faces[2:3], generator=_step_generator(0, 0))
+    assert torch.allclose(step0[:1], vae_draw, atol=1e-5)
+    cached, none = DreamBoothTrainer(build_tiny(), _cfg(steps=2, latents="cached"), "unused")._latent_set(faces, 1)
+    assert none is None and torch.equal(_draw([(cached, None, 1)], _step_generator(0, 0)), cached[1:2])
+
+
+@pytest.mark.data
+def test_sample_mode_is_seeded_and_differs_from_cached(faces, classes, tmp_path):
+    runs = {name: DreamBoothTrainer(build_tiny(), _cfg(steps=4, checkpoint_every=0, **kw), tmp_path / name)
+            .fit(faces, classes)["losses"]
+            for name, kw in (("a", {}), ("b", {}), ("seed1", {"seed": 1}), ("cached", {"latents": "cached"}))}
+    assert runs["a"] == runs["b"]
+    assert runs["a"] != runs["seed1"] and runs["a"] != runs["cached"]
+
+
+@pytest.mark.data
+def test_bf16_mixed_precision_on_cpu_and_auto_resolved(faces, classes, tmp_path):
+    """bf16 autocast over fp32 weights runs on the CPU; ``auto`` resolves to fp32 there; both are recorded."""
+    model = build_tiny()
+    res = DreamBoothTrainer(model, _cfg(steps=3, mixed_precision="bf16"), tmp_path / "bf16").fit(faces, classes)
+    assert res["mixed_precision"] == "bf16" and all(torch.isfinite(torch.tensor(res["losses"])))
+    assert all(p.dtype == torch.float32 for p in model.unet.parameters())
+    meta = json.loads((tmp_path / "bf16/personalized.json").read_text())
+    assert meta["resolved"] == {"mixed_precision": "bf16", "device": "cpu"}
+    assert meta["config"]["mixed_precision"] == "bf16"
+    auto = DreamBoothTrainer(build_tiny(), _cfg(steps=1), tmp_path / "auto").fit(faces)
+    assert auto["mixed_precision"] == "no"
+    assert json.loads((tmp_path / "auto/personalized.json").read_text())["resolved"]["mixed_precision"] == "no"
+
+
+@pytest.mark.data
+def test_fp16_gradient_scaler_state_is_checkpointed_and_resumes(faces, tmp_path):
+    cfg = _cfg(steps=4, mixed_precision="fp16", checkpoint_every=0)
+    a = build_tiny()
+    DreamBoothTrainer(a, cfg, tmp_path / "a").fit(faces)
+    DreamBoothTrainer(build_tiny(), cfg, tmp_path / "b").fit(faces, stop_after=2)
+    scaler = json.loads((tmp_path / "b/checkpoints/step-000002/state.json").read_text())["scaler"]
+    assert scaler["_growth_tracker"] == 2  # two unskipped steps since the scale was set
+    c = build_tiny()
+    resumed = DreamBoothTrainer(c, cfg, tmp_path / "b")
+    assert resumed.fit(faces, resume=True)["mixed_precision"] == "fp16"
+    assert resumed.scaler.state_dict()["_growth_tracker"] == 4  # loaded at 2, two more steps
+    for p, q in zip(a.unet.parameters(), c.unet.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_adamw8bit_without_bitsandbytes_names_the_package(monkeypatch):
+    from cloakbench.errors import InputError
+
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import fails as when it is not installed
+    monkeypatch.setitem(sys.modules, "bitsandbytes.optim", None)
+    with pytest.raises(InputError, match=r"adamw8bit' needs the bitsandbytes package.*pip install bitsandbytes"):
+        DreamBoothTrainer(build_tiny(), _cfg(optimizer="adamw8bit"), "unused")
+
+
+def test_grid_training_keys_are_checked_by_name(tmp_path, monkeypatch):
+    import importlib.util
+
+    import yaml
+
+    from cloakbench.bench import ConfigError, load_config
+
+    def load(recipe):
+        cfg = {"data": {"root": str(tmp_path)}, "protections": [{"method": "none"}], "recipes": [recipe]}
+        (tmp_path / "g.yaml").write_text(yaml.safe_dump(cfg))
+        return load_config(tmp_path / "g.yaml")
+
+    with pytest.raises(ConfigError) as err:
+        load({"name": "a", "latents": "once", "mixed_precision": "fp8", "optimizer": "sgd"})
+    text = str(err.value)
+    assert "recipes.0.latents: Input should be 'sample' or 'cached'" in text
+    assert "recipes.0.mixed_precision: Input should be 'auto', 'no', 'bf16' or 'fp16'" in text
+    assert "recipes.0.optimizer: Input should be 'adamw' or 'adamw8bit'" in text
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes"
+                        else real_find_spec(name, *a))
+    with pytest.raises(ConfigError, match=r"recipes\[0\].optimizer: adamw8bit needs the bitsandbytes package"):
+        load({"name": "a", "optimizer": "adamw8bit"})
+    r = load({"name": "a", "latents": "cached", "mixed_precision": "bf16"}).recipes[0]
+    assert (r.latents, r.mixed_precision, r.optimizer) == ("cached", "bf16", "adamw")
 
 
 class _Planted:
@@ -176,6 +278,12 @@ def test_bad_training_config():
         TrainConfig(steps=0).validate()
     with pytest.raises(ValueError, match="rank must be >= 1"):
         TrainConfig(lora=True, lora_rank=0).validate()
+    with pytest.raises(ValueError, match=r"latents must be one of sample, cached \(got 'once'\); optimizer must be"):
+        TrainConfig(latents="once", optimizer="sgd").validate()
+    # a model saved before these settings existed was trained on cached latents
+    saved = {k: v for k, v in TrainConfig().as_dict().items() if k not in ("latents", "optimizer")}
+    old = TrainConfig.from_dict({**saved, "use_8bit_adam": True})
+    assert (old.latents, old.optimizer) == ("cached", "adamw8bit")
 
 
 def test_class_folder_filled_up_and_logged(tmp_path, caplog):

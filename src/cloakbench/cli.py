@@ -365,8 +365,11 @@ def train(
     resolution: int = typer.Option(512, help="Training resolution (resize + center crop)."),
     instance_prompt: str = typer.Option(protocol.INSTANCE_PROMPT),
     class_prompt: str = typer.Option(protocol.CLASS_PROMPT),
-    mixed_precision: str = typer.Option("no", help="no, bf16 or fp16."),
-    use_8bit_adam: bool = typer.Option(False, "--8bit-adam", help="bitsandbytes AdamW8bit (CUDA only)."),
+    mixed_precision: str = typer.Option("auto", help="auto (bf16 on CUDA as the paper's scripts, fp32 elsewhere), "
+                                        "no, bf16 or fp16."),
+    latents: str = typer.Option("sample", help="sample: a fresh VAE posterior draw per step (the reference); "
+                                "cached: one draw per image."),
+    use_8bit_adam: bool = typer.Option(False, "--8bit-adam", help="bitsandbytes AdamW8bit (CUDA only; the paper's)."),
     gradient_checkpointing: bool = typer.Option(False),
     compile_unet: bool = typer.Option(False, "--compile", help="torch.compile the UNet (GPU; first steps compile)."),
     checkpoint_every: int = typer.Option(100, help="Checkpoint every N steps (0: only on interruption)."),
@@ -382,7 +385,7 @@ def train(
     cfg = TrainConfig(instance_prompt=instance_prompt, class_prompt=class_prompt, steps=steps, lr=lr, lora=lora,
                       lora_rank=lora_rank, lora_text_encoder=lora_text_encoder, prior_weight=1.0 if prior else 0.0,
                       num_class_images=num_class_images, class_steps=class_steps, resolution=resolution,
-                      mixed_precision=mixed_precision, use_8bit_adam=use_8bit_adam,
+                      mixed_precision=mixed_precision, optimizer="adamw8bit" if use_8bit_adam else "adamw", latents=latents,
                       gradient_checkpointing=gradient_checkpointing, checkpoint_every=checkpoint_every, seed=seed,
                       compile_unet=compile_unet, cdl=CDLPolicy(enabled=cdl, noise=noise, new_token=new_token))
     try:
@@ -489,8 +492,23 @@ def calibrate(
     console.print(run(pairs, backend).summary())
 
 
-@app.command()
-def analyze(
+class _AnalyzeGroup(typer.core.TyperGroup):
+    """``analyze DIRS...`` without a subcommand stays the misalignment analysis (M1 / M2)."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["misalignment", *args]
+        return super().parse_args(ctx, args)
+
+
+analyze_app = typer.Typer(cls=_AnalyzeGroup, no_args_is_help=True,
+                          help="The paper's shortcut analyses (docs/PAPER.md §3): misalignment (M1, M2; the default), "
+                               "m3 (random-noise control of a bench run), m4 (concept extraction from a trained model).")
+app.add_typer(analyze_app, name="analyze")
+
+
+@analyze_app.command("misalignment")
+def analyze_misalignment(
     dirs: list[Path] = typer.Argument(..., help="Image folders; the first is the clean reference set."),
     clip: str = typer.Option("openai/clip-vit-base-patch32", help="CLIP model: hub id or local folder."),
     out: Path = typer.Option(Path("analysis"), help="Output folder for misalignment.json and plots."),
@@ -499,7 +517,7 @@ def analyze(
     prompt: str = typer.Option(protocol.INSTANCE_PROMPT, help="Training prompt for image-prompt alignment."),
     size: int = typer.Option(512, help="Resize / center-crop size when loading."),
 ) -> None:
-    """The paper's latent-misalignment analysis (CLIP concept rates, embedding shift, 2-D projections)."""
+    """M1 / M2 latent misalignment: CLIP concept rates, embedding shift, 2-D projections."""
     from .analysis import analyze as run
     from .images import read_images
     from .models import load_clip
@@ -515,6 +533,71 @@ def analyze(
                       _fmt(g["prompt_alignment"]), _fmt(g.get("cos_to_paired_clean", g.get("cos_to_clean_centroid"))))
     console.print(table)
     console.print(f"wrote {out / 'misalignment.json'} and plots {', '.join(summary.get('plots', {}).values())}")
+
+
+@analyze_app.command("m3")
+def analyze_m3(
+    run_dir: Path = typer.Argument(..., help="A finished `cloakbench bench` run folder whose grid lists `none`, the "
+                                   "protection(s) and `random-noise` at the same eps."),
+    recipe: list[str] = typer.Option(None, "--recipe", help="Only this recipe (repeatable; default: all)."),
+    out: Path = typer.Option(None, "--out", help="Folder for m3.json (default: RUN_DIR/analysis)."),
+) -> None:
+    """M3 random-noise control: clean vs protected vs random noise of the same L-inf, after the same fine-tune."""
+    from .analysis import random_noise_control
+
+    target = out or run_dir / "analysis"
+    s = random_noise_control(run_dir, recipes=recipe or None, out=target)
+    for t in s["tables"]:
+        metrics = sorted({m for r in t["rows"].values() for m in r})
+        table = Table(title=f"M3 random-noise control: recipe {t['recipe']}, QES {'on' if t['qes'] else 'off'} "
+                            "(mean over identities; gap = clean - cell)")
+        for col in ("cell", "L-inf (k/255)", *metrics):
+            table.add_column(escape(col))
+        for label, row in t["rows"].items():
+            gaps = t["gaps"].get(label, {})
+            cells = [_fmt(row.get(m)) + (f" (gap {gaps[m]['mean']:+.4f})" if gaps.get(m) else "") for m in metrics]
+            linf = s["linf_255"].get(label)
+            table.add_row(escape("clean" if label == "none" else label), "0" if label == "none" else
+                          ("?" if linf is None else f"{linf:g}"), *cells)
+        console.print(table)
+    for w in s["warnings"]:
+        console.print(f"[yellow]warning:[/yellow] {escape(w)}")
+    console.print(f"wrote {target / 'm3.json'}")
+
+
+@analyze_app.command("m4")
+def analyze_m4(
+    model: str = typer.Argument(..., help="Trained model: a `cloakbench train` / bench train-stage folder, a diffusers "
+                                "folder or a model name."),
+    out: Path = typer.Option(..., "--out", help="Output folder: one folder per prompt, grid.png, concepts.json."),
+    subject: str = typer.Option(protocol.CLASS_WORD, help="Class noun of the prompts (the mini world's: toy)."),
+    n: int = typer.Option(None, "-n", help="Images per prompt (default: infer.py's 2 x 8 = 16)."),
+    steps: int = typer.Option(None, help="Sampling steps (default: infer.py's 100)."),
+    guidance: float = typer.Option(None, help="Classifier-free guidance (default: infer.py's 7.5)."),
+    seed: int = typer.Option(0, help="Image j of every prompt uses seed + j."),
+    references: Path = typer.Option(None, "--references", "-r", help="Clean photos of the identity for ISM / verified."),
+    metrics: str = typer.Option(None, help="Comma-separated metrics (default with --references: ism,fdfr; else none)."),
+    clip: str = typer.Option(None, help="CLIP for the concept rates (class vs noise) of each prompt's samples."),
+    device: str = typer.Option(None, help="cuda / mps / cpu (default: best available)."),
+    dtype: str = typer.Option(None, help="fp32, bf16, fp16 (default: bf16 on CUDA, fp32 on CPU)."),
+) -> None:
+    """M4 concept extraction: samples of "a photo of sks", "a photo of sks <class>", "a photo of <class>"."""
+    from .analysis import extract_concepts
+
+    names = [m.strip() for m in (metrics or ("ism,fdfr" if references else "")).split(",") if m.strip()]
+    given = {k: v for k, v in {"n": n, "steps": steps, "guidance": guidance}.items() if v is not None}
+    rec = extract_concepts(model, out, subject=subject, seed=seed, references=references, metrics=names, clip=clip,
+                           device=device, dtype=dtype, **given)
+    table = Table(title=f"M4 concept extraction ({rec['n']} images per prompt, seed {seed})")
+    keys = sorted({k for e in rec["per_prompt"].values() for k in e.get("metrics", {})})
+    for col in ("prompt", "folder", *keys, *(["class rate", "p(class)"] if clip else [])):
+        table.add_column(escape(col))
+    for prompt, e in rec["per_prompt"].items():
+        rates = e.get("concept_rates")
+        table.add_row(escape(prompt), e["folder"], *(_fmt(e["metrics"].get(k)) for k in keys),
+                      *([_fmt(rates["subject_rate"]), _fmt(rates["p_subject"])] if rates else []))
+    console.print(table)
+    console.print(f"wrote {out / 'grid.png'} and {out / 'concepts.json'}")
 
 
 mini_app = typer.Typer(help="The mini stack: train its models on the procedural world, check them.", no_args_is_help=True)

@@ -8,6 +8,7 @@ its key, before any work starts.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .. import protocol
 from ..errors import ConfigError
 from ..models.loading import DEFAULT_MODEL
+from ..personalize.dreambooth import LATENT_MODES, LEGACY, OPTIMIZERS, PRECISIONS
 
 
 class Strict(BaseModel):
@@ -70,13 +72,28 @@ class RecipeSpec(Strict):
     class_steps: int = Field(50, ge=1)
     purifications: list[str] | None = None  # train this recipe only on these red-teams (default: all)
     qes: list[bool] | None = None  # sample this recipe with these QES settings (default: sampling.qes)
+    # DreamBooth numerics (personalize.TrainConfig; the reference's by default, docs/PAPER.md §7)
+    latents: Literal[LATENT_MODES] = "sample"  # a fresh VAE posterior draw per step, or one cached per run
+    mixed_precision: Literal[PRECISIONS] = "auto"  # auto: bf16 on CUDA, fp32 elsewhere
+    optimizer: Literal[OPTIMIZERS] = "adamw"  # adamw8bit: bitsandbytes, CUDA only
 
     def dump(self) -> dict[str, Any]:
-        """The entry as hashed (JSON types; ``qes`` left out while unset, so grids written before it keep
-        their hashes)."""
+        """The entry as hashed (JSON types). Left out, so that grids written before a key existed keep their
+        hashes: ``qes`` while unset, and ``latents`` / ``mixed_precision`` / ``optimizer`` while they equal
+        the behaviour from before they existed (``LEGACY``: cached latents, fp32, torch AdamW). The new
+        defaults are other training, hence other hashes."""
         d = self.model_dump(mode="json")
         if d["qes"] is None:
             d.pop("qes")
+        for key, old in LEGACY.items():
+            if d[key] == old:
+                d.pop(key)
+        return d
+
+    def train_params(self) -> dict[str, Any]:
+        """The entry as the train stage's spec holds it: :meth:`dump` without the sampling settings."""
+        d = self.dump()
+        d.pop("qes", None)
         return d
 
 
@@ -141,6 +158,9 @@ def _semantic(cfg: BenchConfig, base: Path) -> list[str]:
         if m.split("[")[0].lower() not in METRICS:
             problems.append(f"metrics[{i}]: unknown metric {m!r}")
     for i, r in enumerate(cfg.recipes):
+        if r.optimizer == "adamw8bit" and importlib.util.find_spec("bitsandbytes") is None:
+            problems.append(f"recipes[{i}].optimizer: adamw8bit needs the bitsandbytes package, which is not "
+                            "installed (pip install bitsandbytes; CUDA only); or use adamw")
         for pur in r.purifications or []:
             if pur not in cfg.purifications:
                 problems.append(f"recipes[{i}].purifications: {pur!r} is not among purifications {cfg.purifications}")

@@ -99,7 +99,7 @@ def plan(cfg: BenchConfig) -> tuple[list[Spec], dict[str, list[Path]]]:
                         inputs = {"instances": u}
                         if recipe.prior:
                             inputs["classes"] = add(class_spec(cfg, class_prompt, seed, recipe)).hash
-                        t = add(Spec("train", {"recipe": recipe.model_dump(exclude={"qes"}), "model": cfg.model,
+                        t = add(Spec("train", {"recipe": recipe.train_params(), "model": cfg.model,
                                                "prompts": [instance_prompt, class_prompt],
                                                "resolution": cfg.resolution, "seed": seed}, inputs))
                         for qes in recipe.qes if recipe.qes is not None else cfg.sampling.qes:
@@ -282,14 +282,11 @@ class Runner:
                                    resolution=p["resolution"], seed=p["seed"])
 
     def _stage_train(self, spec: Spec, work: Path) -> dict[str, Any]:
-        from ..personalize import CDLPolicy, TrainConfig
+        from ..stages.train import train_config
 
-        p, r = spec.params, spec.params["recipe"]
-        instance_prompt, class_prompt = p.get("prompts", (protocol.INSTANCE_PROMPT, protocol.CLASS_PROMPT))
-        cfg = TrainConfig(instance_prompt=instance_prompt, class_prompt=class_prompt, steps=r["steps"], lr=r["lr"],
-                          lora=r["lora"], lora_rank=r["lora_rank"], prior_weight=1.0 if r["prior"] else 0.0,
-                          num_class_images=r["num_class_images"], resolution=p["resolution"], seed=p["seed"],
-                          checkpoint_every=max(1, r["steps"] // 4), cdl=CDLPolicy(enabled=r["cdl"]))
+        p = spec.params
+        cfg = train_config(p["recipe"], prompts=p.get("prompts", (protocol.INSTANCE_PROMPT, protocol.CLASS_PROMPT)),
+                           resolution=p["resolution"], seed=p["seed"])
         classes = self.folder(self.by_hash[spec.inputs["classes"]]) if "classes" in spec.inputs else None
         return stages.train(self._input_paths(spec.inputs["instances"]), work, model=self._model(), cfg=cfg,
                             class_dir=classes, resume=True)

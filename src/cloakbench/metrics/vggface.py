@@ -47,7 +47,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .faces import Face, FaceBackend
+from .facebase import Face, FaceBackend
 
 THRESHOLD = 0.40  # deepface 0.0.79 commons/distance.py:33, VGG-Face cosine
 TARGET_SIZE = 224  # deepface 0.0.79 commons/functions.py:237

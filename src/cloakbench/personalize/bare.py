@@ -21,8 +21,8 @@ def bare_losses(trainer: DreamBoothTrainer, instance_latents: torch.Tensor, clas
     prior = class_latents is not None and cfg.prior_weight > 0
     prompts = [trainer.instance_prompt] + ([trainer.class_prompt] if prior else [])
     length = max(instance_latents.shape[0], class_latents.shape[0] if prior else 0)
-    autocast = (torch.autocast(model.device.type, dtype=torch.bfloat16 if cfg.mixed_precision == "bf16" else torch.float16)
-                if cfg.mixed_precision != "no" else contextlib.nullcontext())
+    autocast = (torch.autocast(model.device.type, dtype=torch.bfloat16 if trainer.precision == "bf16" else torch.float16)
+                if trainer.precision != "no" else contextlib.nullcontext())
     model.unet.train()
     model.text_encoder.train(trainer.text_encoder_trained)
     losses = []

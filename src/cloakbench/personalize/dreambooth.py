@@ -1,11 +1,12 @@
 """DreamBooth fine-tuning, full or LoRA, with prior preservation, CDL prompts, checkpoints and resume.
 
 The paper's protocol (arXiv 2406.18944 §Fine-tuning, docs/PAPER.md §7): SD 2.1-base, full fine-tuning of
-UNet and text encoder, 1000 steps, constant lr 5e-7, AdamW (8-bit where available), one instance and
-one class image per step, prior weight 1.0, 200 class images of "a photo of person", VAE latents
-cached once (one posterior sample per image for the whole run), data length max(#instance, #class)
-shuffled per epoch. Every random draw comes from the seed and the step number, so a run stopped at
-step k and resumed from its checkpoint ends with the same weights as an uninterrupted one.
+UNet and text encoder, 1000 steps, constant lr 5e-7, AdamW (bitsandbytes 8-bit in the reference), bf16
+mixed precision, one instance and one class image per step, prior weight 1.0, 200 class images of "a
+photo of person", the VAE posterior of each image encoded once and a fresh latent drawn from it at every
+step, data length max(#instance, #class) shuffled per epoch. Every random draw comes from the seed and
+the step number, so a run stopped at step k and resumed from its checkpoint ends with the same weights
+as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .. import protocol
-from ..errors import CheckpointError
+from ..errors import CheckpointError, InputError
 from ..models.bundle import DiffusionModel
 from .cdl import CDLPolicy, add_token
 
@@ -34,6 +35,13 @@ log = logging.getLogger(__name__)
 
 UNET_LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
 TEXT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
+LATENT_MODES = ("sample", "cached")
+PRECISIONS = ("auto", "no", "bf16", "fp16")
+OPTIMIZERS = ("adamw", "adamw8bit")
+# The training behaviour from before ``latents``, ``mixed_precision`` and ``optimizer`` were settings: a bench
+# train spec without one of these keys means this value (bench.config.RecipeSpec.dump leaves these values
+# out, so specs hashed before the keys existed keep their hashes and their finished folders).
+LEGACY = {"latents": "cached", "mixed_precision": "no", "optimizer": "adamw"}
 
 
 @dataclass
@@ -53,8 +61,14 @@ class TrainConfig:
     class_steps: int = protocol.CLASS_IMAGE_STEPS
     class_guidance: float = protocol.GUIDANCE
     resolution: int = 512
-    mixed_precision: str = "no"  # no | bf16 | fp16
-    use_8bit_adam: bool = False
+    # "sample": the VAE posterior (mean, std) is encoded once per image and a fresh latent drawn from it at
+    # every step, as the reference (DiffShortcut train_dreambooth.py:834-839, 1006-1008); "cached": one draw
+    # per image for the whole run (cloakbench before issue #17)
+    latents: str = "sample"
+    # "auto": the reference's bf16 (scripts/sub/train/full.sh:76) on a CUDA device with bf16, "no" (fp32)
+    # elsewhere; "bf16" / "fp16": fp32 weights, autocast forward (fp16 with a gradient scaler), as accelerate
+    mixed_precision: str = "auto"
+    optimizer: str = "adamw"  # adamw (torch) | adamw8bit (bitsandbytes, CUDA only; the reference's, full.sh:74)
     gradient_checkpointing: bool = False
     checkpoint_every: int = 0  # 0: only on interruption
     log_every: int = 10  # losses stay on the device and are written (one sync) every N steps
@@ -74,8 +88,9 @@ class TrainConfig:
             problems.append(f"LoRA rank must be >= 1 (got {self.lora_rank})")
         if self.lr <= 0:
             problems.append(f"learning rate must be > 0 (got {self.lr})")
-        if self.mixed_precision not in ("no", "bf16", "fp16"):
-            problems.append(f"mixed_precision must be no, bf16 or fp16 (got {self.mixed_precision!r})")
+        for key, allowed in (("latents", LATENT_MODES), ("mixed_precision", PRECISIONS), ("optimizer", OPTIMIZERS)):
+            if getattr(self, key) not in allowed:
+                problems.append(f"{key} must be one of {', '.join(allowed)} (got {getattr(self, key)!r})")
         if self.resolution % 8:
             problems.append(f"resolution must be a multiple of 8 (got {self.resolution})")
         if self.log_every < 1:
@@ -90,7 +105,31 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
         d = dict(d)
         d["cdl"] = CDLPolicy(**d.get("cdl", {}))
+        if "use_8bit_adam" in d:  # saved before ``optimizer`` and ``latents`` existed
+            d.setdefault("optimizer", "adamw8bit" if d.pop("use_8bit_adam") else "adamw")
+            d.setdefault("latents", LEGACY["latents"])
         return cls(**d)
+
+
+def resolve_precision(setting: str, device: torch.device) -> str:
+    """The mixed precision a run uses: ``"auto"`` is the reference's ``"bf16"`` on a CUDA device that has
+    it and ``"no"`` (fp32) elsewhere (CPU autocast in bf16 is legal but slower than fp32); others as given."""
+    if setting != "auto":
+        return setting
+    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "no"
+
+
+def _adamw8bit(device: torch.device) -> type[torch.optim.Optimizer]:
+    """bitsandbytes' ``AdamW8bit``, or an :class:`InputError` naming the package (missing, or not on CUDA)."""
+    try:
+        from bitsandbytes.optim import AdamW8bit
+    except ImportError as exc:
+        raise InputError("optimizer 'adamw8bit' needs the bitsandbytes package, which is not installed "
+                         "(pip install bitsandbytes); or use optimizer 'adamw'") from exc
+    if device.type != "cuda":
+        raise InputError(f"optimizer 'adamw8bit' (bitsandbytes) runs on CUDA only, the model is on {device.type}; "
+                         "use optimizer 'adamw'")
+    return AdamW8bit
 
 
 def optimizer_to_tensors(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -125,6 +164,17 @@ def _order(seed: int, epoch: int, length: int) -> torch.Tensor:
     return torch.randperm(length, generator=torch.Generator().manual_seed(seed * 7_919 + epoch))
 
 
+def _draw(rows: list[tuple[torch.Tensor, torch.Tensor | None, int]], gen: torch.Generator) -> torch.Tensor:
+    """A step's latents, one per ``(mean, std, index)`` row: the cached draw (``std`` None: ``gen`` is not
+    used) or ``mean + std * N(0, I)`` with the noise from ``gen`` (CPU, fp32), before the step's diffusion
+    noise and timesteps are drawn from it."""
+    mean = torch.stack([m[i] for m, _, i in rows])
+    if rows[0][1] is None:
+        return mean
+    std = torch.stack([s[i] for _, s, i in rows])
+    return mean + std * torch.randn(mean.shape, generator=gen, dtype=torch.float32).to(mean.device, mean.dtype)
+
+
 class DreamBoothTrainer:
     """Trains ``model`` in place. ``fit`` runs (or resumes) to ``cfg.steps`` and saves the result."""
 
@@ -143,7 +193,12 @@ class DreamBoothTrainer:
             if cfg.train_text_encoder:
                 model.text_encoder.gradient_checkpointing_enable()
         self.params = self._trainable()
+        self.precision = resolve_precision(cfg.mixed_precision, model.device)
+        if self.precision != "no" and any(p.dtype != torch.float32 for p in self.params.values()):
+            # as the reference (DiffShortcut train_dreambooth.py:713-727): trainable weights stay fp32 masters
+            raise InputError(f"mixed precision {self.precision} trains fp32 weights; load the model in fp32")
         self.opt = self._optimizer()
+        self.scaler = torch.amp.GradScaler(model.device.type, enabled=self.precision == "fp16")
         self.instance_prompt = cfg.cdl.instance_prompt(cfg.instance_prompt)
         self.class_prompt = cfg.cdl.class_prompt(cfg.class_prompt)
 
@@ -183,23 +238,16 @@ class DreamBoothTrainer:
         return named
 
     def _optimizer(self) -> torch.optim.Optimizer:
-        params = list(self.params.values())
-        kw = dict(lr=self.cfg.lr, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
-        if self.cfg.use_8bit_adam:
-            try:
-                import bitsandbytes as bnb
-
-                if self.model.device.type == "cuda":
-                    return bnb.optim.AdamW8bit(params, **kw)
-                log.warning("8-bit Adam needs CUDA; using torch AdamW")
-            except ImportError:
-                log.warning("8-bit Adam needs bitsandbytes (pip install bitsandbytes); using torch AdamW")
-        if self.model.device.type == "cuda":
-            kw["fused"] = True  # one kernel for all parameters (CPU keeps the reference foreach path)
+        params: list = list(self.params.values())
+        # the reference's defaults (DiffShortcut generic/share_args.py:333-349): betas, weight decay, eps
+        kw: dict[str, Any] = dict(lr=self.cfg.lr, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
         if self.token_id is not None and self.cfg.lora:
             emb = self.params["text_encoder.token_embedding"]
-            rest = [p for p in params if p is not emb]
-            return torch.optim.AdamW([{"params": rest}, {"params": [emb], "weight_decay": 0.0}], **kw)
+            params = [{"params": [p for p in params if p is not emb]}, {"params": [emb], "weight_decay": 0.0}]
+        if self.cfg.optimizer == "adamw8bit":
+            return _adamw8bit(self.model.device)(params, **kw)
+        if self.model.device.type == "cuda":
+            kw["fused"] = True  # one kernel for all parameters (CPU keeps the reference foreach path)
         return torch.optim.AdamW(params, **kw)
 
     # ------------------------------------------------------------------ checkpoints
@@ -215,7 +263,8 @@ class DreamBoothTrainer:
         tensors, groups = optimizer_to_tensors(self.opt.state_dict())
         save_file(tensors, tmp / "optimizer.safetensors")
         (tmp / "state.json").write_text(json.dumps({"step": step, "config": json.loads(json.dumps(self.cfg.as_dict(), default=str)),
-                                                    "optimizer": groups}))  # optimizer values must be plain JSON
+                                                    "optimizer": groups,  # optimizer values must be plain JSON
+                                                    "scaler": self.scaler.state_dict()}))  # {} unless fp16
         final = root / f"step-{step:06d}"
         if final.exists():
             shutil.rmtree(final)
@@ -248,14 +297,40 @@ class DreamBoothTrainer:
                                   "only (a pickled optimizer.pt is never loaded: it could run code); delete "
                                   f"{path} to train that part again")
         self.opt.load_state_dict(optimizer_from_tensors(load_file(path / "optimizer.safetensors"), meta["optimizer"]))
+        if meta.get("scaler"):
+            self.scaler.load_state_dict(meta["scaler"])
         return int(meta["step"])
 
     # ------------------------------------------------------------------ training
     @torch.no_grad()
     def _cache_latents(self, images: torch.Tensor, salt: int) -> torch.Tensor:
+        """One posterior draw per image (``B x 4 x h x w``, scaled latent units), fixed for the run."""
         gen = torch.Generator().manual_seed(self.cfg.seed * 31 + salt)
         return torch.cat([self.model.encode(images[i : i + 1].to(self.model.device), generator=gen)
                           for i in range(images.shape[0])]).detach()
+
+    @torch.no_grad()
+    def _posterior(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and standard deviation of each image's VAE posterior (``B x 4 x h x w`` each) in the scaled
+        latent units of :meth:`DiffusionModel.encode` (VAE shift removed, times its scaling factor), so a
+        draw is ``mean + std * N(0, I)``. One image at a time, in the VAE's dtype as loaded (the reference
+        encodes with its bf16 VAE under mixed precision, train_dreambooth.py:813-834; once per run, fp32
+        costs nothing here)."""
+        vae = self.model.vae
+        p = next(vae.parameters())
+        shift, scale = getattr(vae.config, "shift_factor", None) or 0.0, vae.config.scaling_factor
+        means, stds = [], []
+        for i in range(images.shape[0]):
+            dist = vae.encode(images[i : i + 1].to(device=p.device, dtype=p.dtype) * 2.0 - 1.0).latent_dist
+            means.append((dist.mean - shift) * scale)
+            stds.append(dist.std * scale)
+        return torch.cat(means).to(self.model.dtype), torch.cat(stds).to(self.model.dtype)
+
+    def _latent_set(self, images: torch.Tensor, salt: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(mean, std)`` to draw from at every step (``latents="sample"``), or ``(fixed draw, None)``."""
+        if self.cfg.latents == "cached":
+            return self._cache_latents(images, salt), None
+        return self._posterior(images)
 
     def fit(
         self,
@@ -280,9 +355,8 @@ class DreamBoothTrainer:
         if resume and (ckpt := self.latest_checkpoint()) is not None:
             start = self.load_checkpoint(ckpt)
             log.info("resumed from %s at step %d", ckpt, start)
-        inst = self._cache_latents(instance_images, 1)
-        cls = self._cache_latents(class_images, 2) if use_prior else None
-        length = max(inst.shape[0], cls.shape[0] if cls is not None else 0)
+        sets = [self._latent_set(instance_images, 1)] + ([self._latent_set(class_images, 2)] if use_prior else [])
+        length = max(mean.shape[0] for mean, _ in sets)
         prompts = [self.instance_prompt] + ([self.class_prompt] if use_prior else [])
         log_path = self.out / "train_log.jsonl"
         if start == 0:
@@ -290,9 +364,9 @@ class DreamBoothTrainer:
                                             "class_prompt": self.class_prompt if use_prior else None}) + "\n")
         self.model.unet.train()
         self.model.text_encoder.train(self.text_encoder_trained)
-        autocast = (torch.autocast(self.model.device.type, dtype=torch.bfloat16 if cfg.mixed_precision == "bf16" else torch.float16)
-                    if cfg.mixed_precision != "no" else contextlib.nullcontext())
-        scaler = torch.amp.GradScaler(enabled=cfg.mixed_precision == "fp16" and self.model.device.type == "cuda")
+        half = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        autocast = torch.autocast(self.model.device.type, dtype=half) if self.precision != "no" else contextlib.nullcontext()
+        scaler = self.scaler
         params = list(self.params.values())
         t0, step, losses, pending = time.perf_counter(), start, [], []
         order, epoch = None, None
@@ -318,11 +392,10 @@ class DreamBoothTrainer:
                     epoch = step // length
                     order = _order(cfg.seed, epoch, length).tolist()
                 k = order[step % length]
-                batch = inst[k % inst.shape[0]][None]
-                if cls is not None:
-                    batch = torch.cat([batch, cls[k % cls.shape[0]][None]])
+                gen = _step_generator(cfg.seed, step)
+                batch = _draw([(mean, std, k % mean.shape[0]) for mean, std in sets], gen)
                 with autocast:
-                    loss = self._loss(batch, prompts if text is None else text, _step_generator(cfg.seed, step))
+                    loss = self._loss(batch, prompts if text is None else text, gen)
                 self.opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.unscale_(self.opt)
@@ -353,7 +426,8 @@ class DreamBoothTrainer:
         self.save()
         shutil.rmtree(self.out / "checkpoints", ignore_errors=True)  # the finished model replaces them
         return {"steps": cfg.steps, "resumed_from": start, "seconds": seconds, "losses": losses,
-                "instance_prompt": self.instance_prompt, "class_prompt": self.class_prompt if use_prior else None}
+                "mixed_precision": self.precision, "instance_prompt": self.instance_prompt,
+                "class_prompt": self.class_prompt if use_prior else None}
 
     def _loss(self, latents: torch.Tensor, prompts: list[str], gen: torch.Generator) -> torch.Tensor:
         per = self.model.loss(None, prompts, generator=gen, latents=latents, reduction="none")
@@ -364,7 +438,8 @@ class DreamBoothTrainer:
         """Write the result: a diffusers folder (full) or LoRA safetensors (+ token embeddings), with config."""
         meta = {"kind": "lora" if self.cfg.lora else "full", "base": self.model.source,
                 "config": self.cfg.as_dict(), "instance_prompt": self.instance_prompt,
-                "class_prompt": self.class_prompt}
+                "class_prompt": self.class_prompt,
+                "resolved": {"mixed_precision": self.precision, "device": self.model.device.type}}
         if self.cfg.lora:
             tmp = Path(tempfile.mkdtemp(prefix=".lora-", dir=self.out))
             save_file(lora_state(self.model.unet), tmp / "unet_lora.safetensors")

@@ -20,6 +20,21 @@ def class_images(model, out: Path, *, n: int, prompt: str, steps: int, resolutio
     return {"n": n, "prompt": prompt, "steps": steps}
 
 
+def train_config(recipe: dict[str, Any], *, prompts: Sequence[str], resolution: int, seed: int):
+    """The :class:`~cloakbench.personalize.TrainConfig` of a bench train spec: ``recipe`` as
+    ``RecipeSpec.train_params`` gives it (a key it lacks has its value from before it existed,
+    ``personalize.dreambooth.LEGACY``), the (instance, class) ``prompts``, ``resolution`` in pixels, ``seed``."""
+    from ..personalize import CDLPolicy, TrainConfig
+    from ..personalize.dreambooth import LEGACY
+
+    r = {**LEGACY, **recipe}
+    return TrainConfig(instance_prompt=prompts[0], class_prompt=prompts[1], steps=r["steps"], lr=r["lr"],
+                       lora=r["lora"], lora_rank=r["lora_rank"], prior_weight=1.0 if r["prior"] else 0.0,
+                       num_class_images=r["num_class_images"], resolution=resolution, seed=seed,
+                       checkpoint_every=max(1, r["steps"] // 4), cdl=CDLPolicy(enabled=r["cdl"]),
+                       latents=r["latents"], mixed_precision=r["mixed_precision"], optimizer=r["optimizer"])
+
+
 def train(
     instances: str | Path | Sequence[Path],
     out: Path,
@@ -45,5 +60,6 @@ def train(
         classes = read_images(files[: cfg.num_class_images], res, min_size=min(DEFAULT_MIN_SIZE, res)).images
     result = DreamBoothTrainer(model, cfg, out).fit(inst, classes, resume=resume, progress=progress)
     return {"steps": result["steps"], "resumed_from": result["resumed_from"], "seconds": result["seconds"],
+            "latents": cfg.latents, "mixed_precision": result["mixed_precision"], "optimizer": cfg.optimizer,
             "instance_prompt": result["instance_prompt"], "class_prompt": result["class_prompt"],
             "final_loss": result["losses"][-1] if result["losses"] else None}
