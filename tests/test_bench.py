@@ -169,23 +169,6 @@ def test_report_renders_in_headless_chromium(smoke_cfg, tmp_path):
     assert int(m.group(1)) == int(m.group(2)) == len(srcs) > 0  # every image decoded in the browser
 
 
-@pytest.mark.data
-def test_paper_faces_dry_run_needs_no_weights(tmp_path):
-    from typer.testing import CliRunner
-
-    from cloakbench.cli import app
-
-    preset = Path(__file__).resolve().parents[1] / "configs" / "paper-faces.yaml"
-    res = CliRunner().invoke(app, ["bench", str(preset), "--out", str(tmp_path / "run"), "--dry-run"])
-    assert res.exit_code == 0, res.output
-    assert "protect" in res.output and "evaluate" in res.output and not (tmp_path / "run").exists()
-    cfg = load_config(preset)
-    c = Runner(cfg, tmp_path / "run", device="cpu").counts()
-    # 3 identities x 6 protections; 10 red-teams each; x 2 recipes; x 2 QES
-    assert c["protect"]["total"] == 18 and c["purify"]["total"] == 180
-    assert c["train"]["total"] == 18 * 11 * 2 and c["evaluate"]["total"] == 18 * 11 * 2 * 2
-
-
 def test_expected_avg_table_by_hand(tmp_path):
     """E[Avg] = 0.5 Avg(adaptive) + 0.5 Avg(base), Avg = (IMS + Q) / 2, per red-team column; in the HTML."""
     from cloakbench.bench.report import build, expected_avg_table
@@ -239,3 +222,71 @@ def test_ray_executor_matches_local(smoke_cfg, tmp_path):
     assert local.keys() == remote.keys() and len(local) == 2 * 3
     for k, v in local.items():
         assert (v is None and remote[k] is None) or remote[k] == pytest.approx(v, rel=1e-3, abs=1e-4), k
+
+
+@pytest.mark.data
+def test_paper_faces_plan_maps_one_to_one_onto_the_papers_tables(shared_data, tmp_path):
+    """configs/paper-faces.yaml on a setabc folder of 4 identities (built from shared/data): every entry of
+    Tables 1, 3 and 4 resolves to a planned cell, every planned cell fills an entry, and --dry-run prints
+    the mapping. Counts: Table 1 has 13 rows (12 of the paper + Ours without QES) x 8 columns."""
+    import shutil
+
+    import yaml
+    from PIL import Image, ImageOps
+    from typer.testing import CliRunner
+
+    from cloakbench.bench.paper import map_tables, planned_cells
+    from cloakbench.cli import app
+
+    root = tmp_path / "vggface2-setabc"
+    faces = sorted((shared_data / "faces/vggface2").glob("id*/clean"))
+    for k in range(4):  # a 4th identity: the first one mirrored (other bytes, so other hashes)
+        src = sorted(faces[k % 3].glob("*.png"))
+        for s, sub in enumerate(("set_A", "set_B", "set_C")):
+            (root / f"id{k + 1}" / sub).mkdir(parents=True)
+            for j, f in enumerate(src):
+                im = Image.open(f).convert("RGB")
+                im = ImageOps.mirror(im) if k == 3 else im
+                im.rotate(s * 3).save(root / f"id{k + 1}" / sub / f"{j}.png")  # set_A/B/C differ
+    preset = Path(__file__).resolve().parents[1] / "configs" / "paper-faces.yaml"
+    raw = yaml.safe_load(preset.read_text())
+    raw["data"]["root"] = str(root)
+    path = tmp_path / "paper-faces.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    cfg = load_config(path)
+    runner = Runner(cfg, tmp_path / "run", device="cpu")
+    cells = planned_cells(runner.specs)
+    m = map_tables(cfg, cells)
+    assert not m["missing"] and not m["unused"], (m["missing"], m["unused"])
+    t1 = [e for e in m["entries"] if e.table == "Table 1"]
+    assert len(t1) == 13 * 8 and [e.column for e in t1 if e.cell is None] == ["Glaze"] * 13
+    assert {e.row for e in m["entries"] if e.table == "Table 4 (ASPL)"} >= {"none", "CodeFormer", "SR", "CDL (+ QES)"}
+    assert len(cells) == len({s.hash for s in runner.specs if s.kind == "evaluate"}) / 4  # 4 identities x 1 seed
+    c = runner.counts()
+    assert c["protect"]["total"] == 4 * 7  # six protections + the adaptive attack, per identity
+    # a purification runs only where a recipe trains on it: CodeFormer / SR alone only on ASPL
+    purified = {(s.params["method"]) for s in runner.specs if s.kind == "purify"}
+    assert purified == {"blur", "jpeg", "tvm", "pixel-diffpure", "latent-diffpure", "latent-diffpure-empty", "ddspure",
+                        "gridpure", "impress", "codesr", "codeformer", "sd-upscaler"}
+    assert sum(s.kind == "purify" and s.params["method"] == "codeformer" for s in runner.specs) == 4
+    res = CliRunner().invoke(app, ["bench", str(path), "--out", str(tmp_path / "run"), "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert "Table 1" in res.output and "GrIDPure" in res.output and "MISSING" not in res.output
+    assert not (tmp_path / "run").exists()
+    shutil.rmtree(root)
+
+
+def test_recipe_protections_filter_is_checked_and_not_hashed(tmp_path):
+    """``recipes[].protections`` names protections by method or label; a wrong name is an error with its key,
+    and the filter never enters the train stage's spec (the same training whichever protections it meets)."""
+    from cloakbench.bench.config import BenchConfig, RecipeSpec
+
+    raw = {"data": {"root": str(tmp_path)}, "protections": [{"method": "none"}, {"method": "advdm", "eps": "8/255"}],
+           "recipes": [{"name": "a", "protections": ["advdm@8/255", "aspl"]}]}
+    (tmp_path / "g.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"recipes\[0\].protections\[1\]: 'aspl' is neither"):
+        load_config(tmp_path / "g.yaml")
+    r = RecipeSpec(name="a", protections=["advdm"])
+    assert "protections" not in r.train_params() and r.train_params() == RecipeSpec(name="a").train_params()
+    cfg = BenchConfig.model_validate({**raw, "recipes": [{"name": "a", "protections": ["advdm"]}]})
+    assert [r.takes(p) for p in cfg.protections for r in cfg.recipes] == [False, True]

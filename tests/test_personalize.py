@@ -199,8 +199,19 @@ def test_grid_training_keys_are_checked_by_name(tmp_path, monkeypatch):
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes"
                         else real_find_spec(name, *a))
+    from cloakbench.bench import Runner
+
+    from PIL import Image
+
+    (tmp_path / "id1" / "clean").mkdir(parents=True)
+    for k in range(4):
+        Image.new("RGB", (64, 64), (60 * k, 90, 120)).save(tmp_path / "id1" / "clean" / f"{k}.png")
+    cfg = load({"name": "a", "optimizer": "adamw8bit"})  # a dry run plans it (no work needs the package) ...
+    assert any(s.kind == "train" for s in Runner(cfg, tmp_path / "run", device="cpu").specs)
     with pytest.raises(ConfigError, match=r"recipes\[0\].optimizer: adamw8bit needs the bitsandbytes package"):
-        load({"name": "a", "optimizer": "adamw8bit"})
+        Runner(cfg, tmp_path / "run", device="cpu").execute()  # ... work does not start without it
+    assert not (tmp_path / "run" / "artifacts").exists()
+    (tmp_path / "g.yaml").unlink()
     r = load({"name": "a", "latents": "cached", "mixed_precision": "bf16"}).recipes[0]
     assert (r.latents, r.mixed_precision, r.optimizer) == ("cached", "bf16", "adamw")
 

@@ -287,6 +287,12 @@ def bench(
             c = counts[kind]
             table.add_row(kind, str(c["total"]), str(c["done"]), str(c["total"] - c["done"]))
     console.print(table)
+    if cfg.tables == "paper":
+        from .bench.paper import map_tables, planned_cells, render
+
+        console.print("\n[bold]The paper's tables, entry -> cell (protection | red-team | recipe | QES)[/bold]")
+        for line in render(map_tables(cfg, planned_cells(runner.specs))):
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
     if dry_run:
         return
     with progress_bar(console, "steps") as bar:

@@ -71,6 +71,7 @@ class RecipeSpec(Strict):
     num_class_images: int = Field(200, ge=1)
     class_steps: int = Field(50, ge=1)
     purifications: list[str] | None = None  # train this recipe only on these red-teams (default: all)
+    protections: list[str] | None = None  # ... and only on these protections: labels or methods (default: all)
     qes: list[bool] | None = None  # sample this recipe with these QES settings (default: sampling.qes)
     # DreamBooth numerics (personalize.TrainConfig; the reference's by default, docs/PAPER.md §7)
     latents: Literal[LATENT_MODES] = "sample"  # a fresh VAE posterior draw per step, or one cached per run
@@ -83,8 +84,9 @@ class RecipeSpec(Strict):
         the behaviour from before they existed (``LEGACY``: cached latents, fp32, torch AdamW). The new
         defaults are other training, hence other hashes."""
         d = self.model_dump(mode="json")
-        if d["qes"] is None:
-            d.pop("qes")
+        for key in ("qes", "protections"):
+            if d[key] is None:
+                d.pop(key)
         for key, old in LEGACY.items():
             if d[key] == old:
                 d.pop(key)
@@ -94,7 +96,14 @@ class RecipeSpec(Strict):
         """The entry as the train stage's spec holds it: :meth:`dump` without the sampling settings."""
         d = self.dump()
         d.pop("qes", None)
+        d.pop("protections", None)  # a plan filter: the same training whichever protections it is crossed with
         return d
+
+    def takes(self, prot: "ProtectionSpec") -> bool:
+        """Whether this recipe trains on protection ``prot`` (:attr:`protections` lists labels or methods)."""
+        from .runfolder import protection_label
+
+        return self.protections is None or prot.method.lower() in self.protections or protection_label(prot) in self.protections
 
 
 class SamplingSpec(Strict):
@@ -120,6 +129,7 @@ class BenchConfig(Strict):
     sampling: SamplingSpec = SamplingSpec()
     metrics: list[str] = ["ism", "fdfr", "ims", "brisque"]
     seeds: list[int] = [0]
+    tables: Literal["paper"] | None = None  # map the plan onto the paper's Tables 1, 3, 4 (bench/paper.py)
     executor: Literal["local", "ray"] = "local"
 
     @field_validator("resolution")
@@ -141,6 +151,8 @@ def _semantic(cfg: BenchConfig, base: Path) -> list[str]:
     from ..protect import PROTECTIONS
     from ..purify import PURIFIERS
 
+    from .runfolder import protection_label
+
     problems = []
     for i, p in enumerate(cfg.protections):
         if p.method.lower() != "none" and p.method.lower() not in PROTECTIONS:
@@ -158,17 +170,16 @@ def _semantic(cfg: BenchConfig, base: Path) -> list[str]:
         if m.split("[")[0].lower() not in METRICS:
             problems.append(f"metrics[{i}]: unknown metric {m!r}")
     for i, r in enumerate(cfg.recipes):
-        if r.optimizer == "adamw8bit" and importlib.util.find_spec("bitsandbytes") is None:
-            problems.append(f"recipes[{i}].optimizer: adamw8bit needs the bitsandbytes package, which is not "
-                            "installed (pip install bitsandbytes; CUDA only); or use adamw")
+        for j, name in enumerate(r.protections or []):
+            if name not in [p.method.lower() for p in cfg.protections] + [protection_label(p) for p in cfg.protections]:
+                problems.append(f"recipes[{i}].protections[{j}]: {name!r} is neither a protection method nor a label "
+                                f"of protections ({', '.join(protection_label(p) for p in cfg.protections)})")
         for pur in r.purifications or []:
             if pur not in cfg.purifications:
                 problems.append(f"recipes[{i}].purifications: {pur!r} is not among purifications {cfg.purifications}")
     names = [r.name for r in cfg.recipes]
     if len(set(names)) != len(names):
         problems.append("recipes: recipe names must be unique")
-    from .runfolder import protection_label
-
     labels = [protection_label(p) for p in cfg.protections]
     for label in sorted({x for x in labels if labels.count(x) > 1}):
         problems.append(f"protections: two entries share the label {label!r} (method@eps): results would be averaged "
@@ -205,6 +216,14 @@ def _semantic(cfg: BenchConfig, base: Path) -> list[str]:
                 if not (root / ident / s).is_dir():
                     problems.append(f"data.identities: folder {root / ident / s} does not exist")
     return problems
+
+
+def missing_packages(cfg: BenchConfig) -> list[str]:
+    """Problems that only matter when stages run (checked before the first stage, not by a dry run)."""
+    return [f"recipes[{i}].optimizer: adamw8bit needs the bitsandbytes package, which is not installed "
+            "(pip install bitsandbytes; CUDA only); or use adamw"
+            for i, r in enumerate(cfg.recipes)
+            if r.optimizer == "adamw8bit" and importlib.util.find_spec("bitsandbytes") is None]
 
 
 def load_config(path: str | Path) -> BenchConfig:

@@ -40,6 +40,7 @@ def identity(cfg) -> dict[str, Any]:
     dump = cfg.model_dump(mode="json")
     dump["recipes"] = [r.dump() for r in cfg.recipes]
     dump.pop("executor", None)
+    dump.pop("tables", None)  # how the plan is shown, not what a cell measures
     dump["data"].pop("root", None)
     shared = {k: v for k, v in dump.items() if k not in ("name", "protections", "purifications", "purify_options",
                                                          "recipes", "seeds", "metrics")}

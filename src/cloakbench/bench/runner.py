@@ -22,9 +22,9 @@ from typing import Any
 
 from .. import protocol, stages
 from ..stages.output import write_record
-from ..errors import RunFolderError
+from ..errors import ConfigError, RunFolderError
 from ..images import IMAGE_SUFFIXES, parse_budget
-from .config import BenchConfig, prompts
+from .config import BenchConfig, missing_packages, prompts
 from .runfolder import claim, locked, protection_label
 from .spec import Spec, files_hash
 from .store import write_rows
@@ -90,12 +90,14 @@ def plan(cfg: BenchConfig) -> tuple[list[Spec], dict[str, list[Path]]]:
                 for pur in cfg.purifications:
                     if prot.method.lower() == "none" and pur != "none" and not cfg.purify_clean:
                         continue
+                    recipes = [r for r in cfg.recipes if r.takes(prot)
+                               and (r.purifications is None or pur in r.purifications)]
+                    if not recipes:  # no recipe trains on this red-team for this protection: nothing to purify
+                        continue
                     u = protected if pur == "none" else add(Spec(
                         "purify", {"method": pur, "options": cfg.purify_options.get(pur, {}), "seed": seed,
                                    "resolution": cfg.resolution}, {"images": protected})).hash
-                    for recipe in cfg.recipes:
-                        if recipe.purifications is not None and pur not in recipe.purifications:
-                            continue
+                    for recipe in recipes:
                         inputs = {"instances": u}
                         if recipe.prior:
                             inputs["classes"] = add(class_spec(cfg, class_prompt, seed, recipe)).hash
@@ -207,6 +209,9 @@ class Runner:
             return self._execute(progress)
 
     def _execute(self, progress: Callable[[Spec, str], None] | None) -> dict[str, int]:
+        problems = missing_packages(self.cfg)
+        if problems and not all(self.done(s) for s in self.specs if s.kind == "train"):
+            raise ConfigError(self.cfg.name, problems)
         self.art.mkdir(parents=True, exist_ok=True)
         ran = skipped = 0
         with (self.run / "bench.log").open("a") as logf:
