@@ -155,3 +155,22 @@ def test_cli_protect_errors_before_work(tmp_path, args, message):
     text = " ".join(re.sub(r"[│╭╮╰╯─]", " ", res.output).split())
     assert res.exit_code == 2 and message in text, text
     assert not out.exists()  # nothing was started
+
+
+def test_pid_var_losses_compare_the_posterior_std_as_the_reference():
+    """PID's ``var`` / ``add`` losses use the posterior std (PID.py:229-230, 242-245), ``add-log`` the log-variance."""
+    import torch.nn.functional as F
+
+    from cloakbench.models import load_model
+
+    m = load_model("tiny")
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(1, 3, 64, 64, generator=g)
+    x = (x0 + 0.05 * torch.randn(x0.shape, generator=g)).clamp(0, 1)
+    d, d0 = m.vae.encode(x * 2 - 1).latent_dist, m.vae.encode(x0 * 2 - 1).latent_dist
+    std = F.mse_loss(d.std, d0.std).item()
+    logvar = F.mse_loss(d.logvar, d0.logvar).item()
+    mean = F.mse_loss(d.mean, d0.mean).item()
+    val = {loss: float(create_protection("pid", loss=loss).objective(x, x0, [m], g)) for loss in ("var", "add", "add-log")}
+    assert val["var"] == pytest.approx(std, rel=1e-5) and val["add"] == pytest.approx(mean + std, rel=1e-5)
+    assert val["add-log"] == pytest.approx(mean + logvar, rel=1e-5) and std != pytest.approx(F.mse_loss(d.var, d0.var).item())
