@@ -174,3 +174,23 @@ def test_pid_var_losses_compare_the_posterior_std_as_the_reference():
     val = {loss: float(create_protection("pid", loss=loss).objective(x, x0, [m], g)) for loss in ("var", "add", "add-log")}
     assert val["var"] == pytest.approx(std, rel=1e-5) and val["add"] == pytest.approx(mean + std, rel=1e-5)
     assert val["add-log"] == pytest.approx(mean + logvar, rel=1e-5) and std != pytest.approx(F.mse_loss(d.var, d0.var).item())
+
+
+def test_photoguard_defaults_are_the_img2img_notebooks():
+    """Zero-latent target and step decay to alpha / 100 (MadryLab/photoguard img2img notebook); grey stays an option."""
+    from cloakbench.models import load_model
+    from cloakbench.protect.engine import PGD
+
+    pg = create_protection("photoguard")
+    assert pg.target == "zero" and pg.pgd().decay_to == 0.01
+    pgd = PGD(8 / 255, 2 / 255, 10, decay=True, decay_to=0.01)
+    x0 = torch.full((1, 3, 8, 8), 0.5)
+    first = pgd.update(x0, x0, torch.ones_like(x0), 0) - x0
+    last = pgd.update(x0, x0, torch.ones_like(x0), 10) - x0
+    assert torch.allclose(first, torch.full_like(x0, 2 / 255)) and torch.allclose(last, torch.full_like(x0, 2 / 25500))
+    m = load_model("tiny")
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    zero = float(pg.objective(x, x, [m], None))
+    assert zero == pytest.approx(-float(m.encode(x, sample=False).flatten(1).norm(dim=1).mean()), rel=1e-5)
+    gray = float(create_protection("photoguard", target="gray").objective(x, x, [m], None))
+    assert gray != pytest.approx(zero)

@@ -63,6 +63,7 @@ class Protection:
     step: str = "sign"
     random_start: bool = False
     decay: bool = False
+    decay_to: float = 0.0  # with ``decay``: the last step's share of ``alpha``
     options: ClassVar[dict[str, Any]] = {}  # method-specific defaults, overridable by keyword
     min_models: ClassVar[int] = 1  # surrogates needed (ensembles: 2)
 
@@ -158,7 +159,7 @@ class Protection:
 
     def pgd(self, steps: int | None = None) -> PGD:
         return PGD(self.eps, self.alpha, self.steps if steps is None else steps, self.norm, self.step,
-                   self.random_start, self.decay)
+                   self.random_start, self.decay, float(self.decay_to))
 
     def perturb(self, x0: torch.Tensor, models: list[DiffusionModel], gen: torch.Generator, *,
                 class_images: torch.Tensor | None = None) -> torch.Tensor:

@@ -28,7 +28,8 @@ class PGD:
 
     ``step="sign"`` (L-inf default) or ``"normalized"`` (gradient / its per-image L2 norm);
     ``random_start`` draws a uniform start in the L-inf ball (or a scaled Gaussian direction for L2);
-    ``decay=True`` decays the step size linearly to 0 over ``steps`` (PhotoGuard).
+    ``decay=True`` decays the step size linearly from ``alpha`` to ``decay_to * alpha`` over ``steps``
+    (PhotoGuard: ``decay_to=0.01``, MadryLab/photoguard img2img notebook, ``step_size / 100``).
     """
 
     eps: float
@@ -38,6 +39,7 @@ class PGD:
     step: str = "sign"
     random_start: bool = False
     decay: bool = False
+    decay_to: float = 0.0
 
     def __post_init__(self) -> None:
         if self.norm not in ("linf", "l2"):
@@ -71,7 +73,7 @@ class PGD:
 
     def update(self, x: torch.Tensor, x0: torch.Tensor, grad: torch.Tensor, i: int = 0) -> torch.Tensor:
         """One ascent step along ``grad`` (step ``i`` of ``steps``, for the decay), then projection."""
-        alpha = self.alpha * (1 - i / max(1, self.steps)) if self.decay else self.alpha
+        alpha = self.alpha * (1 - (1 - self.decay_to) * i / max(1, self.steps)) if self.decay else self.alpha
         if self.step == "sign":
             direction = grad.sign()
         else:

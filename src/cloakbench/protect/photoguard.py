@@ -1,9 +1,11 @@
 """PhotoGuard (Salman et al., ICML 2023): the encoder attack and the end-to-end diffusion attack.
 
-Encoder attack: minimise ``||E(x).mean - z_target||_2`` (target: the encoding of a grey image by
-default, as the img2img notebook; or any target image), random start, sign steps with a linearly
-decaying step. Defaults from ``MadryLab/photoguard`` (``eps=0.06``, step 0.02, 1000 iterations in
-[-1, 1]): 7.65/255, 2.55/255.
+Encoder attack: minimise ``||E(x).mean - z_target||_2``. ``target="zero"`` (default) is the img2img
+notebook's ``||E(x).mean||`` (``notebooks/demo_simple_attack_img2img.ipynb`` cell 7); ``"gray"`` the
+encoding of a flat grey image, as the demo app (``demo/app.py:35,50-63``); or any target image. Random
+start, sign steps decaying linearly from alpha to alpha/100 (``decay_to=0.01``, the notebook's
+``step_size - (step_size - step_size / 100) / iters * i``). Defaults from ``MadryLab/photoguard``
+(``eps=0.06``, step 0.02, 1000 iterations in [-1, 1]): 7.65/255, 2.55/255.
 
 End-to-end attack: back-propagate through a short img2img sampling chain (``denoise_steps=4`` DDIM
 steps with classifier-free guidance) and pull the *generated* image towards the target, the gradient
@@ -27,9 +29,11 @@ class PhotoGuard(Protection):
     paper = "Salman et al., Raising the Cost of Malicious AI-Powered Image Editing (encoder attack), ICML 2023"
     eps, alpha, steps = 0.06 * 127.5 / 255, 0.02 * 127.5 / 255, 1000
     random_start, decay = True, True
-    options = {"target": "gray"}
+    options = {"target": "zero", "decay_to": 0.01}
 
     def objective(self, x, x0, models, gen):
+        if self.target == "zero":
+            return -self.mean_over(models, lambda m: m.encode(x, sample=False).float().flatten(1).norm(dim=1).mean())
         target = load_target(self.target, x)
         return -self.mean_over(models, lambda m: (m.encode(x, sample=False) - m.encode(target, sample=False).detach())
                                .float().flatten(1).norm(dim=1).mean())
