@@ -490,7 +490,7 @@ def evaluate(
 @app.command()
 def calibrate(
     pairs: Path = typer.Argument(..., help="CSV with file_x, file_y, Decision (Yes = same person)."),
-    backend: str = typer.Option("dlib", help="Face backend: dlib, insightface, deepface."),
+    backend: str = typer.Option("dlib", help="Face backend: dlib, insightface, vggface, deepface."),
 ) -> None:
     """Check a face backend on labelled pairs: ROC AUC, equal-error rate, accuracy at its threshold."""
     from .metrics.calibration import calibrate as run
