@@ -194,3 +194,26 @@ def test_photoguard_defaults_are_the_img2img_notebooks():
     assert zero == pytest.approx(-float(m.encode(x, sample=False).flatten(1).norm(dim=1).mean()), rel=1e-5)
     gray = float(create_protection("photoguard", target="gray").objective(x, x, [m], None))
     assert gray != pytest.approx(zero)
+
+
+def test_simac_searches_timesteps_once_on_the_pretrained_model():
+    """search="once" (the released code): one search per surrogate before the rounds, on the given (pretrained)
+    model and the clean images; "every_round" searches each round's trained copy."""
+    from cloakbench.models import load_model
+
+    m = load_model("tiny")
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    for search, expected in (("once", 1), ("every_round", 3)):
+        prot = create_protection("simac", steps=6, **{**QUICK["simac"], "search": search})
+        seen = []
+        real = prot.select_timesteps
+        prot.select_timesteps = lambda model, imgs, gen, **kw: seen.append((model, imgs.clone(), kw)) or real(model, imgs, gen, **kw)
+        prot(x, m, seed=0)
+        assert len(seen) == expected  # 6 steps / 2 per round = 3 rounds
+        if search == "once":
+            assert seen[0][0] is m and seen[0][2] == {"reference": True} and torch.equal(seen[0][1], quantize(x))
+        else:
+            assert all(model is not m for model, _, _ in seen)
+    sets = create_protection("simac", **{**QUICK["simac"], "search_steps": 3}).select_timesteps(
+        m, x, torch.Generator().manual_seed(0), reference=True)
+    assert len(sets) == 1 and 1000 - 3 * 40 <= sets[0].numel() < 1000  # three +-20 windows deleted (may overlap)
