@@ -102,18 +102,31 @@ class DiffusionModel:
         ``sample=True`` draws from the VAE posterior (with ``generator``), as training does;
         ``sample=False`` takes its mean. Differentiable w.r.t. ``images``.
         """
-        vae_param = next(self.vae.parameters())
-        x = images.to(device=vae_param.device, dtype=vae_param.dtype) * 2.0 - 1.0
-        dist = self.vae.encode(x).latent_dist
+        dist = self._latent_dist(images)
         latents = dist.sample(generator=generator) if sample else dist.mode()
-        shift = getattr(self.vae.config, "shift_factor", None) or 0.0
-        return ((latents - shift) * self.vae.config.scaling_factor).to(self.dtype)
+        shift, scale = self._latent_units()
+        return ((latents - shift) * scale).to(self.dtype)
+
+    def posterior(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and standard deviation of the VAE posterior of ``images`` (``B x 3 x H x W`` in [0, 1]), each
+        ``B x 4 x H/f x W/f`` in the scaled units of :meth:`encode`: a draw is ``mean + std * N(0, I)``."""
+        dist = self._latent_dist(images)
+        shift, scale = self._latent_units()
+        return ((dist.mean - shift) * scale).to(self.dtype), (dist.std * scale).to(self.dtype)
+
+    def _latent_dist(self, images: torch.Tensor):
+        vae_param = next(self.vae.parameters())
+        return self.vae.encode(images.to(device=vae_param.device, dtype=vae_param.dtype) * 2.0 - 1.0).latent_dist
+
+    def _latent_units(self) -> tuple[float, float]:
+        """``(shift, scale)``: scaled latents are ``(z - shift) * scale`` (SD: shift 0, scale 0.18215)."""
+        return getattr(self.vae.config, "shift_factor", None) or 0.0, self.vae.config.scaling_factor
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents -> images ``B x 3 x H x W`` in [0, 1] (clamped). Differentiable."""
         vae_param = next(self.vae.parameters())
-        shift = getattr(self.vae.config, "shift_factor", None) or 0.0
-        z = latents.to(device=vae_param.device, dtype=vae_param.dtype) / self.vae.config.scaling_factor + shift
+        shift, scale = self._latent_units()
+        z = latents.to(device=vae_param.device, dtype=vae_param.dtype) / scale + shift
         return ((self.vae.decode(z).sample + 1.0) / 2.0).clamp(0.0, 1.0).float()
 
     # ------------------------------------------------------------------ text

@@ -316,15 +316,8 @@ class DreamBoothTrainer:
         draw is ``mean + std * N(0, I)``. One image at a time, in the VAE's dtype as loaded (the reference
         encodes with its bf16 VAE under mixed precision, train_dreambooth.py:813-834; once per run, fp32
         costs nothing here)."""
-        vae = self.model.vae
-        p = next(vae.parameters())
-        shift, scale = getattr(vae.config, "shift_factor", None) or 0.0, vae.config.scaling_factor
-        means, stds = [], []
-        for i in range(images.shape[0]):
-            dist = vae.encode(images[i : i + 1].to(device=p.device, dtype=p.dtype) * 2.0 - 1.0).latent_dist
-            means.append((dist.mean - shift) * scale)
-            stds.append(dist.std * scale)
-        return torch.cat(means).to(self.model.dtype), torch.cat(stds).to(self.model.dtype)
+        parts = [self.model.posterior(images[i : i + 1]) for i in range(images.shape[0])]
+        return torch.cat([m for m, _ in parts]), torch.cat([s for _, s in parts])
 
     def _latent_set(self, images: torch.Tensor, salt: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(mean, std)`` to draw from at every step (``latents="sample"``), or ``(fixed draw, None)``."""
