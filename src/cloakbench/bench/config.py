@@ -169,18 +169,18 @@ def _semantic(cfg: BenchConfig, base: Path) -> list[str]:
     for i, m in enumerate(cfg.metrics):
         if m.split("[")[0].lower() not in METRICS:
             problems.append(f"metrics[{i}]: unknown metric {m!r}")
+    labels = [protection_label(p) for p in cfg.protections]
     for i, r in enumerate(cfg.recipes):
         for j, name in enumerate(r.protections or []):
-            if name not in [p.method.lower() for p in cfg.protections] + [protection_label(p) for p in cfg.protections]:
+            if not any(name in (p.method.lower(), label) for p, label in zip(cfg.protections, labels)):
                 problems.append(f"recipes[{i}].protections[{j}]: {name!r} is neither a protection method nor a label "
-                                f"of protections ({', '.join(protection_label(p) for p in cfg.protections)})")
+                                f"of protections ({', '.join(labels)})")
         for pur in r.purifications or []:
             if pur not in cfg.purifications:
                 problems.append(f"recipes[{i}].purifications: {pur!r} is not among purifications {cfg.purifications}")
     names = [r.name for r in cfg.recipes]
     if len(set(names)) != len(names):
         problems.append("recipes: recipe names must be unique")
-    labels = [protection_label(p) for p in cfg.protections]
     for label in sorted({x for x in labels if labels.count(x) > 1}):
         problems.append(f"protections: two entries share the label {label!r} (method@eps): results would be averaged "
                         "together; give them different budgets or run them in separate grids")
