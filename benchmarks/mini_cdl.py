@@ -7,6 +7,10 @@ encoder trained), 8 samples of "a photo of sks toy" per sampling variant (20 PND
 scored by ``verified[mini]`` against the subject's 4 reference photos.
 
     python benchmarks/mini_cdl.py [--steps 200] [--latents cached] [--subjects 23 135 271 447]
+                                  [--frozen-text] [--new-token "<bhj>"]
+
+``--frozen-text`` trains the UNet only (the reference fine-tunes the text encoder too); ``--new-token`` gives
+the noise phrase a fresh learned token (:class:`cloakbench.personalize.CDLPolicy`'s extension).
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ def main() -> None:
     ap.add_argument("--subjects", type=int, nargs="+", default=[23, 135, 271, 447])
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--latents", choices=["cached", "sample"], default="cached")
+    ap.add_argument("--frozen-text", action="store_true", help="train the UNet only")
+    ap.add_argument("--new-token", default=None, help="CDL's noise token, e.g. '<bhj>' (default: the text 'bhj')")
     args = ap.parse_args()
     verified = create_metric("verified[mini]")
     tmp = Path(tempfile.mkdtemp(prefix="mini-cdl-"))
@@ -36,18 +42,19 @@ def main() -> None:
                 "negative only": dict(qes=True, steps=20, suffix=False), "QES": dict(qes=True, steps=20)}
     rows: dict[tuple[bool, str], list[float]] = {}
     for cdl in (False, True):
-        policy = CDLPolicy(enabled=cdl)
+        policy = CDLPolicy(enabled=cdl, new_token=args.new_token if cdl else None)
         for s in args.subjects:
             photos = world.photos(s, 8, seed=0)
             model = load_model("mini")
             cfg = TrainConfig(instance_prompt="a photo of sks toy", class_prompt="a photo of toy", steps=args.steps,
                               lr=2e-4, resolution=32, num_class_images=4, class_steps=20, cdl=policy,
-                              latents=args.latents)
+                              latents=args.latents, train_text_encoder=not args.frozen_text)
             DreamBoothTrainer(model, cfg, tmp / f"{s}-{cdl}").fit(photos[:4], classes)
             for name, kw in variants.items():
                 imgs = generate(model, ["a photo of sks toy"], 8, sample_config(policy, **kw), seed=0)
                 rows.setdefault((cdl, name), []).append(verified(imgs, photos[4:]).value)
-    print(f"{args.steps} steps, latents {args.latents}; verified share per subject ({' '.join(map(str, args.subjects))})")
+    print(f"{args.steps} steps, latents {args.latents}, text encoder {'frozen' if args.frozen_text else 'trained'}, "
+          f"noise token {args.new_token or 'bhj (text)'}; verified share per subject ({' '.join(map(str, args.subjects))})")
     print("| training | sampling | " + " | ".join(map(str, args.subjects)) + " | mean |")
     print("|---|---|" + "---|" * (len(args.subjects) + 1))
     for (cdl, name), vals in rows.items():

@@ -3,7 +3,9 @@ protection's gap (clean - protected) and each red-team's gain, then the means wi
 over subjects and the recovered shares (:func:`cloakbench.minilab.demo.summarize`).
 
     cloakbench demo --full --out RUN          # or: cloakbench bench configs/mini-eval.yaml --out RUN
-    python benchmarks/mini_eval.py RUN configs/mini-eval.yaml [--cross]
+    python benchmarks/mini_eval.py RUN configs/mini-eval.yaml [configs/mini-baselines.yaml] [--cross]
+
+More configs name the recipes of grids added into the same run folder (``cloakbench bench ... --add``).
 
 ``--cross`` also scores the clean DreamBooth samples of each subject against the next subject's reference
 photos (sorted order, cyclic): the share verified there is the false-accept side of "the model learned
@@ -23,9 +25,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path)
     ap.add_argument("config", type=Path)
+    ap.add_argument("more", type=Path, nargs="*", help="configs of grids added into RUN (their recipes)")
     ap.add_argument("--cross", action="store_true")
     args = ap.parse_args()
     cfg = load_config(args.config)
+    for extra in args.more:  # recipes of the added grids, so each row gets its red-team's name
+        known = {r.name for r in cfg.recipes}
+        cfg = cfg.model_copy(update={"recipes": cfg.recipes + [r for r in load_config(extra).recipes if r.name not in known]})
     if args.cross:
         cross(args.run, cfg)
     s = summarize(args.run, cfg)
