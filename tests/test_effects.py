@@ -98,10 +98,10 @@ def test_recipe_qes_samples_only_that_recipe_and_keeps_old_grid_hashes(tmp_path)
     evals = [s.labels for s in specs if s.kind == "evaluate"]
     assert {e["qes"] for e in evals if e["recipe"] == "dreambooth"} == {0}
     assert {e["qes"] for e in evals if e["recipe"] == "dreambooth-cdl"} == {1}
-    assert {(e["protection"], e["purification"], e["recipe"]) for e in evals} == {
-        ("none", "none", "dreambooth"), ("advdm@11/255", "none", "dreambooth"), ("aspl@11/255", "none", "dreambooth"),
-        ("advdm@11/255", "codesr-mini", "dreambooth-cdl"), ("aspl@11/255", "codesr-mini", "dreambooth-cdl"),
-        ("advdm@11/255", "codesr-mini", "dreambooth-codesr"), ("aspl@11/255", "codesr-mini", "dreambooth-codesr")}
+    protected = [f"{m}@{r}/255" for m in ("advdm", "aspl") for r in (11, 16)]
+    assert {(e["protection"], e["purification"], e["recipe"]) for e in evals} == {("none", "none", "dreambooth")} | {
+        (p, pur, recipe) for p in protected
+        for pur, recipe in (("none", "dreambooth"), ("codesr-mini", "dreambooth-cdl"), ("codesr-mini", "dreambooth-codesr"))}
     trains = [s for s in specs if s.kind == "train"]
     assert all("qes" not in s.params["recipe"] for s in trains)  # sampling settings are not training's
     # a grid without the field hashes as before the field existed (measured on configs/smoke.yaml at 9464668)
