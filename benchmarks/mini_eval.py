@@ -29,9 +29,10 @@ def main() -> None:
     ap.add_argument("--cross", action="store_true")
     args = ap.parse_args()
     cfg = load_config(args.config)
+    recipes = {r.name: r for r in cfg.recipes}
     for extra in args.more:  # recipes of the added grids, so each row gets its red-team's name
-        known = {r.name for r in cfg.recipes}
-        cfg = cfg.model_copy(update={"recipes": cfg.recipes + [r for r in load_config(extra).recipes if r.name not in known]})
+        recipes |= {r.name: r for r in load_config(extra).recipes if r.name not in recipes}
+    cfg = cfg.model_copy(update={"recipes": list(recipes.values())})
     if args.cross:
         cross(args.run, cfg)
     s = summarize(args.run, cfg)

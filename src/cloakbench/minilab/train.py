@@ -3,7 +3,8 @@
 Seeded and reproducible (same seed, same torch build and thread count -> the same weights and the
 same validation figures). Each model draws from its own random stream (:class:`.data.Stream`, seeded by the
 seed and the model's name), so one model retrained alone is the same as in the full run. Budgets are in
-optimizer steps, sized so the full run takes 50-70 min on 2 CPU cores (48.7 and 69.7 min measured; the limit is 90) (:data:`.data.FULL`);
+optimizer steps, sized so the full run takes 50-70 min on 2 CPU cores (48.7 and 69.7 min measured; the
+limit is 90) (:data:`.data.FULL`);
 :data:`.data.QUICK` runs the same code in a minute (tests).
 
 Order: world data -> CLIP (contrastive, with quality words and their negation) -> VAE -> UNet (latent
