@@ -133,6 +133,38 @@ def test_a_different_grid_in_the_same_run_folder_is_refused(tmp_path):
     assert res.exit_code == 2 and "--add" in text
 
 
+def test_add_may_widen_a_recipes_filters_and_reads_labels_written_before(tmp_path):
+    """A recipe's plan filters (protections, purifications, qes) choose cells, not what a cell computes: a grid
+    that widens them adds cells under the same recipe name. Folders labelled before (filters in the label)
+    still take a grid whose recipe is word for word theirs."""
+    from cloakbench.bench.runfolder import identity
+
+    def grid(name, protections, filt, steps=2):
+        path = _grid(tmp_path, name, steps)
+        cfg = yaml.safe_load(path.read_text())
+        cfg["protections"] = protections
+        cfg["recipes"][0].update(protections=filt, qes=[False])
+        path.write_text(yaml.safe_dump(cfg))
+        return load_config(path)
+
+    run_dir = tmp_path / "run"
+    none, jpeg = {"method": "none"}, {"method": "random-noise", "eps": "8/255"}
+    with Runner(grid("narrow", [none], ["none"]), run_dir).session():
+        pass
+    with Runner(grid("wide", [none, jpeg], ["none", "random-noise"]), run_dir, add=True).session():
+        pass
+    held = json.loads((run_dir / "grid.json").read_text())
+    assert [a["name"] for a in held["added"]] == ["wide"] and "labels_before" not in held
+    old = grid("narrow", [none], ["none"])  # a folder as written before: the recipe label held its filters
+    held["labels"]["recipe"]["db"] = identity(old)["labels_before"]["recipe"]["db"]
+    (run_dir / "grid.json").write_text(json.dumps(held))
+    with Runner(grid("narrow2", [none], ["none"]), run_dir, add=True).session():
+        pass
+    with pytest.raises(RunFolderError, match="recipe 'db'"):  # other training under the name is still refused
+        with Runner(grid("steps3", [none], ["none"], steps=3), run_dir, add=True).session():
+            pass
+
+
 def test_second_process_on_a_run_folder_is_refused_and_a_dead_holder_releases_it(tmp_path):
     run_dir = tmp_path / "run"
     code = ("import sys, time; from pathlib import Path; from cloakbench.bench.runfolder import locked\n"

@@ -92,6 +92,17 @@ class RecipeSpec(Strict):
                 d.pop(key)
         return d
 
+    def work(self) -> dict[str, Any]:
+        """What the recipe's name stands for in a run folder (:func:`~cloakbench.bench.runfolder.identity`):
+        :meth:`dump` without the plan filters ``purifications``, ``protections`` and ``qes``, which choose
+        the cells a grid crosses it with, not what a cell computes. Equal to :meth:`dump` for a recipe without
+        filters, so run folders labelled before this kept their labels."""
+        d = self.dump()
+        d["purifications"] = None
+        d.pop("protections", None)
+        d.pop("qes", None)
+        return d
+
     def train_params(self) -> dict[str, Any]:
         """The entry as the train stage's spec holds it: :meth:`dump` without the sampling settings."""
         d = self.dump()

@@ -36,7 +36,9 @@ def identity(cfg) -> dict[str, Any]:
     """``{"name", "hash", "labels": {kind: {label: hash}}}`` of a :class:`~cloakbench.bench.BenchConfig`
     (the hash leaves out where the data lives and the executor: moving a run folder keeps it). A label's
     hash covers its entry and every grid-wide setting that changes what a cell measures (model, resolution,
-    prompts, sampling, data split): the same label under another model is other work."""
+    prompts, sampling, data split): the same label under another model is other work. A recipe's plan filters
+    (which protections, red-teams and QES settings it is crossed with) are not part of its label: a grid may
+    add cells to a recipe by widening them."""
     dump = cfg.model_dump(mode="json")
     dump["recipes"] = [r.dump() for r in cfg.recipes]
     dump.pop("executor", None)
@@ -49,8 +51,10 @@ def identity(cfg) -> dict[str, Any]:
         shared["data"]["world"] = {k: v for k, v in dump["data"]["world"].items() if k != "subjects"}
     labels = {"protection": {protection_label(p): _hash([shared, p.model_dump(mode="json")]) for p in cfg.protections},
               "purification": {p: _hash([shared, p, cfg.purify_options.get(p, {})]) for p in cfg.purifications},
-              "recipe": {r.name: _hash([shared, r.dump()]) for r in cfg.recipes}}
-    return {"name": cfg.name, "hash": _hash(dump), "labels": labels}
+              "recipe": {r.name: _hash([shared, r.work()]) for r in cfg.recipes}}
+    # the recipe labels as folders written before 2026-12-01 hold them (plan filters included), accepted as equal
+    before = {r.name: _hash([shared, r.dump()]) for r in cfg.recipes}
+    return {"name": cfg.name, "hash": _hash(dump), "labels": labels, "labels_before": {"recipe": before}}
 
 
 def protection_label(prot) -> str:
@@ -64,6 +68,7 @@ def claim(run: Path, cfg, *, add: bool = False) -> None:
     """Record ``cfg`` as the run folder's grid, or check that it is the same grid (``add``: a different
     grid may join when no label changes meaning). Raises :class:`RunFolderError`."""
     mine = identity(cfg)
+    before = mine.pop("labels_before")
     path = run / GRID
     if not path.is_file():
         run.mkdir(parents=True, exist_ok=True)
@@ -76,7 +81,7 @@ def claim(run: Path, cfg, *, add: bool = False) -> None:
         raise RunFolderError(f"run folder {run} holds grid {held['name']!r} ({held['hash']}), not {mine['name']!r} "
                              f"({mine['hash']}): use another --out, or --add to add this grid's cells to it")
     clashes = [f"{kind} {label!r}" for kind, labels in mine["labels"].items() for label, h in labels.items()
-               if held["labels"].get(kind, {}).get(label, h) != h]
+               if held["labels"].get(kind, {}).get(label, h) not in (h, before.get(kind, {}).get(label))]
     if clashes:
         raise RunFolderError(f"cannot add grid {mine['name']!r} to {run}: {', '.join(clashes)} would name different "
                              f"work than in grid {held['name']!r}; rename them")
