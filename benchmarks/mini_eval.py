@@ -10,6 +10,11 @@ More configs name the recipes of grids added into the same run folder (``cloakbe
 ``--cross`` also scores the clean DreamBooth samples of each subject against the next subject's reference
 photos (sorted order, cyclic): the share verified there is the false-accept side of "the model learned
 *this* subject" (#16 asks <= 10 %).
+
+``--prior`` scores every cell's samples against each of the run's class (prior-preservation) images of the
+same seed, one at a time: the share verified as one of them is how often DreamBooth draws its prior images
+instead of the subject (with CDL + QES, the sampling suffix ", without bhj noisy pattern" is the class
+prompt's suffix).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ def main() -> None:
     ap.add_argument("config", type=Path)
     ap.add_argument("more", type=Path, nargs="*", help="configs of grids added into RUN (their recipes)")
     ap.add_argument("--cross", action="store_true")
+    ap.add_argument("--prior", action="store_true")
     args = ap.parse_args()
     cfg = load_config(args.config)
     recipes = {r.name: r for r in cfg.recipes}
@@ -35,6 +41,8 @@ def main() -> None:
     cfg = cfg.model_copy(update={"recipes": list(recipes.values())})
     if args.cross:
         cross(args.run, cfg)
+    if args.prior:
+        prior(args.run, cfg)
     s = summarize(args.run, cfg)
     ids = s["identities"]
     metrics = list(s["metrics"])
@@ -86,6 +94,35 @@ def cross(run: Path, cfg) -> None:
         other.append(metric(images, refs[subjects[(subjects.index(s) + 1) % len(subjects)]]).value)
     print(f"clean DreamBooth, {len(own)} cells: verified against the subject's references {sum(own) / len(own):.3f}, "
           f"against the next subject's {sum(other) / len(other):.3f}\n")
+
+
+def prior(run: Path, cfg) -> None:
+    """Share of each (protection, red team)'s samples verified as one of the class images of their seed."""
+    import json
+    from collections import defaultdict
+
+    from cloakbench.images import read_images
+    from cloakbench.metrics import create_metric
+    from cloakbench.minilab.demo import team_of
+
+    metric, team = create_metric("verified[mini]"), team_of(cfg)
+    load = lambda folder: read_images(sorted(folder.glob("*.png")), None, min_size=None).images  # noqa: E731
+    classes = {}
+    for done in (run / "artifacts").glob("class_images-*/DONE.json"):
+        classes[json.loads(done.read_text())["spec"]["params"]["seed"]] = load(done.parent)
+    shares: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for done in sorted((run / "artifacts").glob("evaluate-*/DONE.json")):
+        spec = json.loads(done.read_text())["spec"]
+        lab = spec["labels"]
+        images = load(run / "artifacts" / f"sample-{spec['inputs']['images'][:16]}")
+        hits = [metric(images, c[None]).per_image for c in classes[lab["seed"]]]
+        shares[(lab["protection"], team(lab))].append(sum(max(h or 0.0 for h in col) for col in zip(*hits)) / len(images))
+    n = len(next(iter(classes.values())))
+    print(f"samples verified as one of the {n} class images of their seed (mean over cells)\n")
+    print("| protection | red team | cells | as a class image |\n|---|---|---|---|")
+    for (prot, red), v in sorted(shares.items()):
+        print(f"| {prot} | {red} | {len(v)} | {sum(v) / len(v):.3f} |")
+    print()
 
 
 if __name__ == "__main__":
