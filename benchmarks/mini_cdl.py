@@ -4,7 +4,8 @@ CDL suffix, with QES's negative prompt alone and with full QES, on *development*
 
 Per subject: 4 clean photos, DreamBooth as the bench runs it (prior with 4 class images of 20 steps, text
 encoder trained), 8 samples of "a photo of sks toy" per sampling variant (20 PNDM steps, the same seeds),
-scored by ``verified[mini]`` against the subject's 4 reference photos.
+scored by ``verified[mini]`` against the subject's 4 reference photos, and against each of the 4 class
+images (a sample verified as one of them is the prior drawn instead of the subject).
 
     python benchmarks/mini_cdl.py [--steps 200] [--latents cached] [--subjects 23 135 271 447]
                                   [--frozen-text] [--new-token "<bhj>"]
@@ -41,6 +42,7 @@ def main() -> None:
     variants = {"plain": dict(qes=False, steps=20), "plain + suffix": dict(qes=False, steps=20, suffix=True),
                 "negative only": dict(qes=True, steps=20, suffix=False), "QES": dict(qes=True, steps=20)}
     rows: dict[tuple[bool, str], list[float]] = {}
+    prior: dict[tuple[bool, str], list[float]] = {}
     for cdl in (False, True):
         policy = CDLPolicy(enabled=cdl, new_token=args.new_token if cdl else None)
         for s in args.subjects:
@@ -53,13 +55,16 @@ def main() -> None:
             for name, kw in variants.items():
                 imgs = generate(model, ["a photo of sks toy"], 8, sample_config(policy, **kw), seed=0)
                 rows.setdefault((cdl, name), []).append(verified(imgs, photos[4:]).value)
+                hits = [verified(imgs, c[None]).per_image for c in classes]  # drawn as a prior image instead
+                prior.setdefault((cdl, name), []).append(sum(max(h or 0.0 for h in col) for col in zip(*hits)) / len(imgs))
     print(f"{args.steps} steps, latents {args.latents}, text encoder {'frozen' if args.frozen_text else 'trained'}, "
-          f"noise token {args.new_token or 'bhj (text)'}; verified share per subject ({' '.join(map(str, args.subjects))})")
-    print("| training | sampling | " + " | ".join(map(str, args.subjects)) + " | mean |")
-    print("|---|---|" + "---|" * (len(args.subjects) + 1))
-    for (cdl, name), vals in rows.items():
-        print(f"| {'CDL' if cdl else 'DreamBooth'} | {name} | " + " | ".join(f"{v:.2f}" for v in vals)
-              + f" | {sum(vals) / len(vals):.3f} |")
+          f"noise token {args.new_token or 'bhj (text)'}; share of samples per subject ({' '.join(map(str, args.subjects))})")
+    for table, title in ((rows, "verified as the subject"), (prior, "verified as one of the 4 class images")):
+        print(f"\n{title}\n\n| training | sampling | " + " | ".join(map(str, args.subjects)) + " | mean |")
+        print("|---|---|" + "---|" * (len(args.subjects) + 1))
+        for (cdl, name), vals in table.items():
+            print(f"| {'CDL' if cdl else 'DreamBooth'} | {name} | " + " | ".join(f"{v:.2f}" for v in vals)
+                  + f" | {sum(vals) / len(vals):.3f} |")
 
 
 if __name__ == "__main__":
