@@ -98,7 +98,7 @@ def test_recipe_qes_samples_only_that_recipe_and_keeps_old_grid_hashes(tmp_path)
     evals = [s.labels for s in specs if s.kind == "evaluate"]
     assert {e["qes"] for e in evals if e["recipe"] == "dreambooth"} == {0}
     assert {e["qes"] for e in evals if e["recipe"] == "dreambooth-cdl"} == {1}
-    protected = [f"{m}@{r}/255" for m in ("advdm", "aspl") for r in (11, 16)]
+    protected = ["advdm@16/255", "aspl@16/255"]
     assert {(e["protection"], e["purification"], e["recipe"]) for e in evals} == {("none", "none", "dreambooth")} | {
         (p, pur, recipe) for p in protected
         for pur, recipe in (("none", "dreambooth"), ("codesr-mini", "dreambooth-cdl"), ("codesr-mini", "dreambooth-codesr"))}

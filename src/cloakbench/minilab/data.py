@@ -18,7 +18,7 @@ class MiniTrainConfig:
     per_subject: int = 32
     clip_steps: int = 1000
     vae_steps: int = 800
-    unet_steps: int = 6000
+    unet_steps: int = 7500
     pixel_steps: int = 400
     vq_steps: int = 200
     vq_restore_steps: int = 150
