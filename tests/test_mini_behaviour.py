@@ -8,16 +8,17 @@
 
 Held-out subject only (never seen by any mini model). Each DreamBooth run is short (CPU, ~30 s).
 
-Margins behind the thresholds, with the shipped v5 weights (120 DreamBooth steps at lr 2e-4, 8 DDIM
+Margins behind the thresholds, with the v5 weights (120 DreamBooth steps at lr 2e-4, 8 DDIM
 samples at guidance 5): instance pattern energy 0.0585; patterned DreamBooth 0.0169 vs clean control
 -0.0074 (threshold 3x the control); CodeSR-mini keeps 8.5 % of AdvDM's high-pass perturbation
 (threshold 50 %) with identity cosine 0.898 (a match needs 0.558).
 
-CDL's two tests are strict expected failures since v5: its mechanism does not reproduce on the v5
-weights (identifier alone 0.0163 and "..., without bhj noisy pattern" 0.0194 vs DreamBooth's 0.0169;
-threshold 0.8x). With v4 they passed (0.0200 and 0.0198 vs 0.0323). The same shows in the v5
-evaluation grid: CDL + QES costs identity (benchmarks/README.md, "Mini demo"); the open issue
-records it. Strict: a change that makes them pass again fails here until the mark is removed.
+CDL's two tests were strict expected failures on v5 (UNet 6000 steps: identifier alone 0.0163 and
+"..., without bhj noisy pattern" 0.0194 vs DreamBooth's 0.0169; threshold 0.8x). On v5.1 (UNet 7500 steps,
+shipped 2026-12-01) both pass again: DreamBooth 0.0151, CDL identifier alone 0.0047 (-69 %), CDL with
+"bhj noisy pattern" 0.0054 (above the identifier alone, a thin margin), "..., without bhj noisy pattern"
+0.0053 (-65 %). With v4 they passed (0.0200 and 0.0198 vs 0.0323). The mechanism holds on a fixed
+pattern; the evaluation grid (benchmarks/README.md, "Mini demo") measures what it does to identity.
 """
 
 import pytest
@@ -104,7 +105,6 @@ def test_shortcut_pattern_is_reproduced(trained):
     assert e_marked > e_clean + 0.15 * trained["train_energy"]
 
 
-@pytest.mark.xfail(strict=True, reason="CDL's mechanism does not reproduce on the v5 mini weights (module docstring)")
 def test_cdl_moves_the_pattern_from_the_identifier_to_the_noise_words(trained):
     e_db, e_id, e_noise = (pattern_energy(trained[k]) for k in ("marked", "cdl", "cdl_noise"))
     print(f"pattern energy of '{PLAIN}' samples: DreamBooth {e_db:.4f}, CDL {e_id:.4f}; CDL with '{NOISE}' {e_noise:.4f}")
@@ -112,7 +112,6 @@ def test_cdl_moves_the_pattern_from_the_identifier_to_the_noise_words(trained):
     assert e_noise > e_id
 
 
-@pytest.mark.xfail(strict=True, reason="CDL's mechanism does not reproduce on the v5 mini weights (module docstring)")
 def test_cdl_without_noise_suffix_reduces_pattern(trained):
     e_db, e_without = pattern_energy(trained["marked"]), pattern_energy(trained["cdl_without"])
     print(f"pattern energy: DreamBooth '{PLAIN}' {e_db:.4f}, CDL '{PLAIN}, without {NOISE}' {e_without:.4f}")

@@ -22,10 +22,10 @@ def test_shipped_weights_are_small_and_validated():
     assert val["sr_psnr"] > val["sr_psnr_bicubic"]  # the SR model beats bicubic
     assert val["codesr_identity_cos"] >= 1 - val["identity_threshold"]  # CodeSR-mini keeps the identity
     # the base model draws the world: samples of the 72 held-out subjects' full captions (#16's targets: toy
-    # >= 95 %, shape >= 75 %, pattern >= 60 %; colour's 90 % is missed at 86.8 %, guarded at its measured floor)
+    # >= 95 %, colour >= 90 %, shape >= 75 %, pattern >= 60 %; v5.1 measured 100 / 95.1 / 99.3 / 98.6 %)
     assert val["unet_sample_toy_rate"] >= 0.95
     assert val["unet_sample_shape_acc"] >= 0.75 and val["unet_sample_pattern_acc"] >= 0.6
-    assert val["unet_sample_colour_acc"] >= 0.85
+    assert val["unet_sample_colour_acc"] >= 0.90
     assert min(val[f"readout_{a}_acc_photos"] for a in ("colour", "shape", "pattern", "accent")) >= 0.95  # the read-out reads
 
 
