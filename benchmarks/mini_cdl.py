@@ -28,6 +28,7 @@ def main() -> None:
     from cloakbench.personalize import CDLPolicy, DreamBoothTrainer, TrainConfig
     from cloakbench.sample import generate, prepare_class_images
     from cloakbench.stages import sample_config
+    from mini_eval import share_as_any  # benchmarks/ (this script's folder) is on sys.path
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--subjects", type=int, nargs="+", default=[23, 135, 271, 447])
@@ -55,8 +56,7 @@ def main() -> None:
             for name, kw in variants.items():
                 imgs = generate(model, ["a photo of sks toy"], 8, sample_config(policy, **kw), seed=0)
                 rows.setdefault((cdl, name), []).append(verified(imgs, photos[4:]).value)
-                hits = [verified(imgs, c[None]).per_image for c in classes]  # drawn as a prior image instead
-                prior.setdefault((cdl, name), []).append(sum(max(h or 0.0 for h in col) for col in zip(*hits)) / len(imgs))
+                prior.setdefault((cdl, name), []).append(share_as_any(verified, imgs, classes))  # drew a prior image
     print(f"{args.steps} steps, latents {args.latents}, text encoder {'frozen' if args.frozen_text else 'trained'}, "
           f"noise token {args.new_token or 'bhj (text)'}; share of samples per subject ({' '.join(map(str, args.subjects))})")
     for table, title in ((rows, "verified as the subject"), (prior, "verified as one of the 4 class images")):

@@ -115,14 +115,20 @@ def prior(run: Path, cfg) -> None:
         spec = json.loads(done.read_text())["spec"]
         lab = spec["labels"]
         images = load(run / "artifacts" / f"sample-{spec['inputs']['images'][:16]}")
-        hits = [metric(images, c[None]).per_image for c in classes[lab["seed"]]]
-        shares[(lab["protection"], team(lab))].append(sum(max(h or 0.0 for h in col) for col in zip(*hits)) / len(images))
+        shares[(lab["protection"], team(lab))].append(share_as_any(metric, images, classes[lab["seed"]]))
     n = len(next(iter(classes.values())))
     print(f"samples verified as one of the {n} class images of their seed (mean over cells)\n")
     print("| protection | red team | cells | as a class image |\n|---|---|---|---|")
     for (prot, red), v in sorted(shares.items()):
         print(f"| {prot} | {red} | {len(v)} | {sum(v) / len(v):.3f} |")
     print()
+
+
+def share_as_any(metric, images, candidates) -> float:
+    """Share of ``images`` ((N, 3, H, W) in [0, 1]) that ``metric`` (``verified[mini]``) verifies as at least one
+    of ``candidates`` ((K, 3, H, W)), each scored alone as the only reference; an image with no toy found counts 0."""
+    hits = [metric(images, c[None]).per_image for c in candidates]
+    return sum(max(h or 0.0 for h in col) for col in zip(*hits)) / len(images)
 
 
 if __name__ == "__main__":

@@ -148,10 +148,10 @@ def test_add_may_widen_a_recipes_filters_and_reads_labels_written_before(tmp_pat
         return load_config(path)
 
     run_dir = tmp_path / "run"
-    none, jpeg = {"method": "none"}, {"method": "random-noise", "eps": "8/255"}
+    none, noise = {"method": "none"}, {"method": "random-noise", "eps": "8/255"}
     with Runner(grid("narrow", [none], ["none"]), run_dir).session():
         pass
-    with Runner(grid("wide", [none, jpeg], ["none", "random-noise"]), run_dir, add=True).session():
+    with Runner(grid("wide", [none, noise], ["none", "random-noise"]), run_dir, add=True).session():
         pass
     held = json.loads((run_dir / "grid.json").read_text())
     assert [a["name"] for a in held["added"]] == ["wide"] and "labels_before" not in held

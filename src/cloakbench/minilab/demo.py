@@ -6,7 +6,8 @@ CodeSR + CDL + QES), identity and quality metrics on held-out subjects; ``--full
 ``mini-eval.yaml`` (8 subjects x 2 seeds, AdvDM and ASPL at the mini default 16/255, CodeSR alone and
 CodeSR + CDL + QES). Then the latent-misalignment analysis with the mini CLIP, the HTML report, each
 protection's gap and how much of it each red-team recovers, for identity (verified share, ISM) and
-quality (CLIP-IQAC; the paper reports both), with 95 % bootstrap intervals over subjects (:mod:`cloakbench.bench.effects`):
+quality (CLIP-IQAC; the paper reports both), with 95 % bootstrap intervals over subjects
+(:mod:`cloakbench.bench.effects`):
 
     recovered = mean[M(red-team) - M(protected)] / mean[M(clean) - M(protected)]
 
