@@ -620,7 +620,7 @@ def mini_train(
     base: Path = typer.Option(None, "--base", help="Weights folder the --only run takes the other models from "
                               "(default: the shipped one)."),
 ) -> None:
-    """Train every mini model from scratch (seeded; 50-70 min on 2 CPU cores) and validate it."""
+    """Train every mini model from scratch (seeded; 80-100 min on 2 CPU cores) and validate it."""
     from dataclasses import replace
 
     from .models.mini.stack import SHIPPED

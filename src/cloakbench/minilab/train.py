@@ -1,10 +1,13 @@
 """``cloakbench mini train``: train every mini model from scratch on the procedural world.
 
-Seeded and reproducible (same seed, same torch build and thread count -> the same weights and the
-same validation figures). Each model draws from its own random stream (:class:`.data.Stream`, seeded by the
+Seeded and reproducible on one CPU type (same seed, torch build, thread count and CPU model -> the same
+weights and validation figures; across CPU models, float kernels round differently and the weights
+differ after the first model, with validation figures within a few points: benchmarks/README.md, the
+manifest records the CPU). Each model draws from its own random stream (:class:`.data.Stream`, seeded by the
 seed and the model's name), so one model retrained alone is the same as in the full run. Budgets are in
-optimizer steps, sized so the full run takes 50-70 min on 2 CPU cores (48.7 and 69.7 min measured; the
-limit is 90) (:data:`.data.FULL`);
+optimizer steps (:data:`.data.FULL`), most of them the UNet's; the full run's time depends on the machine:
+81 min estimated on the 2-core machine that produced v5.1, 94.5 min measured (96 with validation) on a
+slower 2-core one (benchmarks/README.md);
 :data:`.data.QUICK` runs the same code in a minute (tests).
 
 Order: world data -> CLIP (contrastive, with quality words and their negation) -> VAE -> UNet (latent
@@ -383,6 +386,15 @@ def _as_shipped(model):
     return model
 
 
+def cpu_name() -> str:
+    """The CPU model and the kernels torch dispatches to (float results, hence weights, depend on both)."""
+    info = Path("/proc/cpuinfo")
+    first = info.read_text().split("\n\n")[0] if info.exists() else ""
+    fields = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in first.splitlines())}
+    return (f"{fields.get('model name', 'unknown')} (family {fields.get('cpu family', '?')}, model "
+            f"{fields.get('model', '?')}); torch {torch.backends.cpu.get_cpu_capability()}")
+
+
 def train_all(out: str | Path, cfg: MiniTrainConfig = FULL, log: Callable[[str], None] = print,
               only: list[str] | None = None, base: str | Path | None = None) -> dict:
     """Train every mini model into ``out`` (fp16 safetensors + ``manifest.json``); returns the manifest.
@@ -428,7 +440,7 @@ def train_all(out: str | Path, cfg: MiniTrainConfig = FULL, log: Callable[[str],
     ident = timed("identity", train_identity, data, cfg, say)
     models = {"clip": clip, "vae": vae, "unet": unet, "pixel": pixel, "vq": vq, "sr": sr, "identity": ident}
     manifest = {"config": asdict(cfg), "timings_s": timings, "torch": torch.__version__,
-                "threads": torch.get_num_threads(), "prediction_type": "epsilon",
+                "threads": torch.get_num_threads(), "cpu": cpu_name(), "prediction_type": "epsilon",
                 "train_seconds": round(sum(timings.values()), 1)}
     if only:
         manifest["retrained_alone"] = sorted(only)

@@ -50,7 +50,7 @@ def _load(module: torch.nn.Module, path: Path) -> torch.nn.Module:
 
     if not path.is_file():
         raise MiniWeightsError(f"mini weight file {path} is missing: run `cloakbench mini train --out {path.parent}` "
-                               "(50-70 min on 2 CPU cores) or reinstall cloakbench")
+                               "(80-100 min on 2 CPU cores) or reinstall cloakbench")
     sd = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
     module.load_state_dict(sd)
     return module.float().eval().requires_grad_(False)
@@ -77,7 +77,7 @@ class MiniStack:
         folder = Path(folder) if folder is not None else weights_dir()
         if not (folder / "manifest.json").is_file():
             raise MiniWeightsError(f"no mini weights in {folder} (manifest.json missing): run `cloakbench mini train "
-                                   f"--out {folder}` (50-70 min on 2 CPU cores) or reinstall cloakbench")
+                                   f"--out {folder}` (80-100 min on 2 CPU cores) or reinstall cloakbench")
         manifest = json.loads((folder / "manifest.json").read_text())
         vae = _load(nets.build_vae(), folder / "vae.safetensors")
         vae.register_to_config(scaling_factor=manifest["vae_scaling_factor"])
