@@ -131,6 +131,13 @@ def test_a_different_grid_in_the_same_run_folder_is_refused(tmp_path):
     assert json.loads((run_dir / "grid.json").read_text())["added"][0]["name"] == "g4b"
     res, text = run("bench", _grid(tmp_path, "g4", 4), "--out", run_dir)
     assert res.exit_code == 2 and "--add" in text
+    held = (run_dir / "grid.json").read_text()  # the dry run refuses what the run refuses, and writes nothing
+    res, text = run("bench", _grid(tmp_path, "g4", 4), "--out", run_dir, "--dry-run")
+    assert res.exit_code == 2 and "--add" in text and "plan for" not in text
+    res, text = run("bench", _grid(tmp_path, "g4c", 4, recipe="db4c"), "--out", run_dir, "--add", "--dry-run")
+    assert res.exit_code == 0 and "plan for" in text and (run_dir / "grid.json").read_text() == held
+    res, text = run("bench", _grid(tmp_path, "g4", 4), "--out", tmp_path / "new", "--dry-run")
+    assert res.exit_code == 0 and not (tmp_path / "new" / "grid.json").exists()
 
 
 def test_add_may_widen_a_recipes_filters_and_reads_labels_written_before(tmp_path):

@@ -64,13 +64,16 @@ def protection_label(prot) -> str:
     return prot.method + (f"@{prot.eps}" if prot.eps is not None else "")
 
 
-def claim(run: Path, cfg, *, add: bool = False) -> None:
+def claim(run: Path, cfg, *, add: bool = False, dry: bool = False) -> None:
     """Record ``cfg`` as the run folder's grid, or check that it is the same grid (``add``: a different
-    grid may join when no label changes meaning). Raises :class:`RunFolderError`."""
+    grid may join when no label changes meaning). ``dry``: check only, write nothing (``--dry-run`` refuses
+    what the run would refuse). Raises :class:`RunFolderError`."""
     mine = identity(cfg)
     before = mine.pop("labels_before")
     path = run / GRID
     if not path.is_file():
+        if dry:
+            return
         run.mkdir(parents=True, exist_ok=True)
         _write(path, {**mine, "added": []})
         return
@@ -85,6 +88,8 @@ def claim(run: Path, cfg, *, add: bool = False) -> None:
     if clashes:
         raise RunFolderError(f"cannot add grid {mine['name']!r} to {run}: {', '.join(clashes)} would name different "
                              f"work than in grid {held['name']!r}; rename them")
+    if dry:
+        return
     for kind, labels in mine["labels"].items():
         held["labels"].setdefault(kind, {}).update(labels)
     entry = {"name": mine["name"], "hash": mine["hash"]}

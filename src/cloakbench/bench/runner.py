@@ -203,6 +203,12 @@ class Runner:
             finally:
                 self._held = False
 
+    def check(self) -> None:
+        """Refuse now (:class:`~cloakbench.errors.RunFolderError`) what :meth:`session` would refuse; writes nothing."""
+        if self.run.exists() and not self.run.is_dir():
+            raise RunFolderError(f"--out {self.run} is a file, not a run folder")
+        claim(self.run, self.cfg, add=self.add, dry=True)
+
     def execute(self, progress: Callable[[Spec, str], None] | None = None) -> dict[str, int]:
         """Run every stage not yet done, in order; returns counts of run and skipped stages."""
         with self.session():
