@@ -358,3 +358,23 @@ def test_ddim_from_a_pndm_config_never_clips_latents(tiny_model):
     z = torch.full((1, 4, 8, 8), 3.0)
     out = s.step(torch.zeros_like(z), s.timesteps[-1], z)
     assert s.config.clip_sample is False and float(out.pred_original_sample.min()) > 3.0
+
+
+@pytest.mark.data
+def test_checkpoints_by_time_as_the_bench_trains(faces, tmp_path, monkeypatch):
+    """``checkpoint_seconds`` saves once that much training time has passed (never after the last step); the
+    bench's trainings use it instead of every ``steps // 4`` steps (stages.train.CHECKPOINT_SECONDS)."""
+    from cloakbench.stages.train import CHECKPOINT_SECONDS, train_config
+
+    saved = []
+    monkeypatch.setattr(DreamBoothTrainer, "save_checkpoint", lambda self, step: saved.append(step))
+    DreamBoothTrainer(build_tiny(), _cfg(steps=3, prior_weight=0, checkpoint_every=0, checkpoint_seconds=1e-9),
+                      tmp_path / "often").fit(faces)
+    assert saved == [1, 2]
+    saved.clear()
+    DreamBoothTrainer(build_tiny(), _cfg(steps=3, prior_weight=0, checkpoint_every=0, checkpoint_seconds=1e9),
+                      tmp_path / "never").fit(faces)
+    assert saved == []
+    recipe = {"steps": 200, "lr": 2e-4, "lora": False, "lora_rank": 4, "prior": True, "num_class_images": 4, "cdl": False}
+    cfg = train_config(recipe, prompts=("a", "b"), resolution=32, seed=0)
+    assert cfg.checkpoint_every == 0 and cfg.checkpoint_seconds == CHECKPOINT_SECONDS > 0

@@ -71,6 +71,9 @@ class TrainConfig:
     optimizer: str = "adamw"  # adamw (torch) | adamw8bit (bitsandbytes, CUDA only; the reference's, full.sh:74)
     gradient_checkpointing: bool = False
     checkpoint_every: int = 0  # 0: only on interruption
+    # also checkpoint once this many seconds of training passed since the last one (0: off): resuming loses at
+    # most that much, and short runs (the mini bench's 36 s trainings) write no 85 MB checkpoints they never use
+    checkpoint_seconds: float = 0.0
     log_every: int = 10  # losses stay on the device and are written (one sync) every N steps
     compile_unet: bool = False  # opt-in torch.compile of the UNet (in place: saved weights keep their names)
     seed: int = 0
@@ -362,6 +365,7 @@ class DreamBoothTrainer:
         scaler = self.scaler
         params = list(self.params.values())
         t0, step, losses, pending = time.perf_counter(), start, [], []
+        saved_at = t0
         order, epoch = None, None
 
         def flush() -> None:
@@ -399,9 +403,12 @@ class DreamBoothTrainer:
                 pending.append(loss.detach())
                 if step % cfg.log_every == 0:
                     flush()
-                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
+                due = bool(cfg.checkpoint_every) and step % cfg.checkpoint_every == 0
+                due = due or (cfg.checkpoint_seconds > 0 and time.perf_counter() - saved_at >= cfg.checkpoint_seconds)
+                if due and step < cfg.steps:
                     flush()
                     self.save_checkpoint(step)
+                    saved_at = time.perf_counter()
                 if stop_after is not None and step >= stop_after and step < cfg.steps:
                     flush()
                     self.save_checkpoint(step)
