@@ -278,7 +278,7 @@ def bench(
     if chosen not in ("local", "ray"):
         raise typer.BadParameter(f"executor must be local or ray, not {chosen!r}", param_hint="--executor")
     runner = Runner(cfg, out, device=device, add=add)
-    runner.check()  # a dry run refuses what the run would refuse (another grid's folder without --add)
+    runner.check()  # refuse before the plan is printed, so --dry-run refuses what the run would
     table = Table(title=f"plan for {cfg.name} -> {out}")
     for col in ("stage", "total", "done", "left"):
         table.add_column(col)

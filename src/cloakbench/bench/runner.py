@@ -193,8 +193,7 @@ class Runner:
         if self._held:
             yield
             return
-        if self.run.exists() and not self.run.is_dir():
-            raise RunFolderError(f"--out {self.run} is a file, not a run folder")
+        self._refuse_a_file()
         with locked(self.run):
             claim(self.run, self.cfg, add=self.add)
             self._held = True
@@ -205,9 +204,12 @@ class Runner:
 
     def check(self) -> None:
         """Refuse now (:class:`~cloakbench.errors.RunFolderError`) what :meth:`session` would refuse; writes nothing."""
+        self._refuse_a_file()
+        claim(self.run, self.cfg, add=self.add, dry=True)
+
+    def _refuse_a_file(self) -> None:
         if self.run.exists() and not self.run.is_dir():
             raise RunFolderError(f"--out {self.run} is a file, not a run folder")
-        claim(self.run, self.cfg, add=self.add, dry=True)
 
     def execute(self, progress: Callable[[Spec, str], None] | None = None) -> dict[str, int]:
         """Run every stage not yet done, in order; returns counts of run and skipped stages."""
