@@ -138,6 +138,10 @@ def test_a_different_grid_in_the_same_run_folder_is_refused(tmp_path):
     assert res.exit_code == 0 and "plan for" in text and (run_dir / "grid.json").read_text() == held
     res, text = run("bench", _grid(tmp_path, "g4", 4), "--out", tmp_path / "new", "--dry-run")
     assert res.exit_code == 0 and not (tmp_path / "new" / "grid.json").exists()
+    (tmp_path / "afile").write_text("kept")
+    for extra in ((), ("--dry-run",)):  # an --out that is a file is refused by both, and left as it was
+        res, text = run("bench", _grid(tmp_path, "g4", 4), "--out", tmp_path / "afile", *extra)
+        assert res.exit_code == 2 and "is a file" in text and (tmp_path / "afile").read_text() == "kept"
 
 
 def test_add_may_widen_a_recipes_filters_and_reads_labels_written_before(tmp_path):
