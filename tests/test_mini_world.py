@@ -88,6 +88,10 @@ def test_quick_training_is_reproducible(tmp_path):
     # byte-identical files
     m3 = train_all(tmp_path / "c", cfg, log=lambda _: None, only=["unet", "vq"], base=tmp_path / "a")
     assert m3["retrained_alone"] == ["unet", "vq"]
+    # the --base folder is the reference: same budget, another folder -> the per-model byte comparison
+    assert m3["same_bytes_as_reference"] == {n: True for n in ("clip", "vae", "unet", "pixel", "vq", "sr", "identity")}
+    assert "same_bytes_as_reference" not in m1  # the shipped weights are the reference, on another budget
+    assert m1["kernels"] == m3["kernels"]
     for name in ("clip", "vae", "unet", "pixel", "vq", "sr", "identity"):
         h = [hashlib.sha256((tmp_path / d / f"{name}.safetensors").read_bytes()).hexdigest() for d in "ac"]
         assert h[0] == h[1], name

@@ -3,11 +3,13 @@
 Seeded and reproducible on one CPU type (same seed, torch build, thread count and CPU model -> the same
 weights and validation figures; across CPU models, float kernels round differently and the weights
 differ after the first model, with validation figures within a few points: benchmarks/README.md, the
-manifest records the CPU). Each model draws from its own random stream (:class:`.data.Stream`, seeded by the
+manifest records the CPU and a fingerprint of its float kernels, and the run says first whether they round as
+the shipped weights' machine did and last, per model, whether the bytes came out the same: :mod:`.repro`).
+Each model draws from its own random stream (:class:`.data.Stream`, seeded by the
 seed and the model's name), so one model retrained alone is the same as in the full run. Budgets are in
 optimizer steps (:data:`.data.FULL`), most of them the UNet's; the full run's time depends on the machine:
-81 min estimated on the 2-core machine that produced v5.1, 94.5 min measured (96 with validation) on a
-slower 2-core one (benchmarks/README.md);
+80.0 min measured (wall, with validation) on a 2-core AMD EPYC Zen 4, 96.2 min on a 2-core Intel Xeon
+(benchmarks/README.md);
 :data:`.data.QUICK` runs the same code in a minute (tests).
 
 Order: world data -> CLIP (contrastive, with quality words and their negation) -> VAE -> UNet (latent
@@ -21,6 +23,7 @@ Each model is validated on the held-out subjects (:mod:`.validate`) and the figu
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Callable
@@ -35,6 +38,7 @@ from ..models.mini import nets, world
 from ..models.mini.world import CLASS_WORD
 from ..models import clip as clip_norm
 from .data import FULL, Data, MiniTrainConfig
+from .repro import compare_folders, kernel_fingerprint, kernel_verdict
 
 OPENAI_MEAN = torch.tensor(clip_norm.OPENAI_MEAN).view(1, 3, 1, 1)
 OPENAI_STD = torch.tensor(clip_norm.OPENAI_STD).view(1, 3, 1, 1)
@@ -401,6 +405,9 @@ def train_all(out: str | Path, cfg: MiniTrainConfig = FULL, log: Callable[[str],
 
     ``only``: train just these models and take the others from ``base`` (a saved weights folder, default
     the shipped one); thanks to the per-model streams and :func:`_as_shipped` the result equals the full run.
+    ``base`` (default the shipped folder) is also the reference: the log says first whether this machine's
+    float kernels round as its maker's did (:mod:`.repro`) and, when ``out`` is another folder and the budget
+    is the same, last whether each model's bytes equal the reference's (``same_bytes_as_reference``).
     """
     from ..models.mini.stack import PARTS, MiniStack, save_all, weights_dir
     from .validate import validate_saved
@@ -408,6 +415,10 @@ def train_all(out: str | Path, cfg: MiniTrainConfig = FULL, log: Callable[[str],
     bad = sorted(set(only or []) - set(PARTS))
     if bad:
         raise ValueError(f"unknown mini model(s) {bad}: choose from {list(PARTS)}")
+    ref = Path(base or weights_dir())
+    ref_manifest = json.loads((ref / "manifest.json").read_text()) if (ref / "manifest.json").is_file() else {}
+    kernels = kernel_fingerprint()
+    log(kernel_verdict(kernels, ref_manifest) + f" ({ref})")
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     t0 = time.perf_counter()
@@ -440,10 +451,16 @@ def train_all(out: str | Path, cfg: MiniTrainConfig = FULL, log: Callable[[str],
     ident = timed("identity", train_identity, data, cfg, say)
     models = {"clip": clip, "vae": vae, "unet": unet, "pixel": pixel, "vq": vq, "sr": sr, "identity": ident}
     manifest = {"config": asdict(cfg), "timings_s": timings, "torch": torch.__version__,
-                "threads": torch.get_num_threads(), "cpu": cpu_name(), "prediction_type": "epsilon",
-                "train_seconds": round(sum(timings.values()), 1)}
+                "threads": torch.get_num_threads(), "cpu": cpu_name(), "kernels": kernels,
+                "prediction_type": "epsilon", "train_seconds": round(sum(timings.values()), 1)}
     if only:
         manifest["retrained_alone"] = sorted(only)
     save_all(models, out, manifest)
     manifest = validate_saved(out, data, log, cfg)
+    if ref_manifest and Path(out).resolve() != ref.resolve() and ref_manifest.get("config") == asdict(cfg):
+        diff = compare_folders(out, ref)
+        for name, (n, total) in diff.items():
+            log(f"{name}: " + ("same bytes as " if n == 0 else f"{n} of {total} values differ from ") + str(ref))
+        manifest["same_bytes_as_reference"] = {name: n == 0 for name, (n, _) in diff.items()}
+        (Path(out) / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
