@@ -10,8 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from cloakbench.minilab.repro import PARTS, compare_folders, kernel_fingerprint, kernel_verdict
-from cloakbench.models.mini.stack import SHIPPED
+from cloakbench.minilab.repro import compare_folders, kernel_fingerprint, kernel_verdict
+from cloakbench.models.mini.stack import PARTS, SHIPPED
 
 
 def test_kernel_fingerprint_is_stable_and_its_verdict_names_what_differs():

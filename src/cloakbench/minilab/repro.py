@@ -20,9 +20,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-PARTS = ("clip", "vae", "unet", "pixel", "vq", "sr", "identity")
-
-
 def _digest(*tensors: torch.Tensor) -> str:
     h = hashlib.sha256()
     for t in tensors:
@@ -76,6 +73,8 @@ def compare_folders(new: str | Path, ref: str | Path) -> dict[str, tuple[int, in
     """Per model, (values that differ, values) between two mini weight folders' fp16 safetensors; a
     model with different tensor names or shapes counts as all values different."""
     from safetensors.torch import load_file
+
+    from ..models.mini.stack import PARTS
 
     out = {}
     for name in PARTS:
