@@ -150,9 +150,9 @@ SAMPLING = dict(steps=25, guidance=5.0, scheduler="ddim")  # the base model's va
 
 @torch.no_grad()
 def validate_unet(stack, data: Data, cfg: MiniTrainConfig = FULL) -> dict[str, float]:
-    """Held-out denoising loss at fixed noise, and whether the base model draws the world: 2 samples of each
-    held-out subject's full caption ("a photo of a teal square toy with white stripes", a combination no
-    model saw), read by the toy detector and by :class:`Readout` (trained on real photos), and verified as
+    """Held-out denoising loss at fixed noise, and whether the base model draws the world:
+    ``cfg.val_samples_per_subject`` samples (FULL: 8, so 576) of each held-out subject's full caption ("a photo
+    of a teal square toy with white stripes", a combination no model saw), read by the toy detector and by :class:`Readout` (trained on real photos), and verified as
     the subject by the identity encoder against 4 real photos of it (mean cosine distance <= threshold)."""
     from ..sample import SampleConfig, generate
 
@@ -167,18 +167,20 @@ def validate_unet(stack, data: Data, cfg: MiniTrainConfig = FULL) -> dict[str, f
     pred = model.unet(a.sqrt() * z + (1 - a).sqrt() * eps, t, model.encode_prompt(caps)).sample
     out = {"unet_val_loss": float(F.mse_loss(pred, eps))}
     subjects = world.held_out_subjects()[: cfg.val_sample_subjects]
-    imgs = generate(model, [world.subject(s).caption() for s in subjects], 2, SampleConfig(**SAMPLING, batch_size=48), seed=0)
-    per = [s for s in subjects for _ in range(2)]
+    k = cfg.val_samples_per_subject
+    imgs = generate(model, [world.subject(s).caption() for s in subjects], k, SampleConfig(**SAMPLING, batch_size=48), seed=0)
+    per = [s for s in subjects for _ in range(k)]
     readout = train_readout(data.seed, cfg.readout_steps)
     real = torch.cat([world.photos(s, 2, data.seed + 3000) for s in subjects])
-    for attr, acc in read_attributes(readout, real, per).items():
+    for attr, acc in read_attributes(readout, real, [s for s in subjects for _ in range(2)]).items():
         out[f"readout_{attr}_acc_photos"] = acc
     for attr, acc in read_attributes(readout, imgs, per).items():
         out[f"unet_sample_{attr}_acc"] = acc
     emb, toy = stack.identity(imgs)
+    out["unet_samples"] = len(per)
     out["unet_sample_toy_rate"] = float((toy > 0).float().mean())
     refs, _ = stack.identity(torch.cat([world.photos(s, 4, data.seed + 4000) for s in subjects]))
-    dist = 1 - (emb[:, None] * refs.view(len(subjects), 4, -1)[torch.arange(len(per)) // 2]).sum(-1).mean(1)
+    dist = 1 - (emb[:, None] * refs.view(len(subjects), 4, -1)[torch.arange(len(per)) // k]).sum(-1).mean(1)
     out["unet_sample_verified"] = float(((dist <= identity_threshold(stack.identity, data)) & (toy > 0)).float().mean())
     return out
 
