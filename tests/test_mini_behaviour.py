@@ -17,7 +17,10 @@ CDL's two tests were strict expected failures on v5 (UNet 6000 steps: identifier
 "..., without bhj noisy pattern" 0.0194 vs DreamBooth's 0.0169; threshold 0.8x). On v5.1 (UNet 7500 steps,
 shipped 2026-12-01) both pass again: DreamBooth 0.0151, CDL identifier alone 0.0047 (-69 %), CDL with
 "bhj noisy pattern" 0.0054 (above the identifier alone, a thin margin), "..., without bhj noisy pattern"
-0.0053 (-65 %). With v4 they passed (0.0200 and 0.0198 vs 0.0323). The mechanism holds on a fixed
+0.0053 (-65 %). On v5.2 (the UNet of a from-scratch run, shipped 2026-12-07) both pass with less room:
+DreamBooth 0.0140, CDL identifier alone 0.0102 (-27 %), with "bhj noisy pattern" 0.0109, "..., without bhj
+noisy pattern" 0.0102; clean control -0.0054; CodeSR-mini keeps 8.9 % with identity cosine 0.881.
+With v4 they passed (0.0200 and 0.0198 vs 0.0323). The mechanism holds on a fixed
 pattern; the evaluation grid (benchmarks/README.md, "Mini demo") measures what it does to identity.
 """
 
