@@ -152,8 +152,9 @@ SAMPLING = dict(steps=25, guidance=5.0, scheduler="ddim")  # the base model's va
 def validate_unet(stack, data: Data, cfg: MiniTrainConfig = FULL) -> dict[str, float]:
     """Held-out denoising loss at fixed noise, and whether the base model draws the world:
     ``cfg.val_samples_per_subject`` samples (FULL: 8, so 576) of each held-out subject's full caption ("a photo
-    of a teal square toy with white stripes", a combination no model saw), read by the toy detector and by :class:`Readout` (trained on real photos), and verified as
-    the subject by the identity encoder against 4 real photos of it (mean cosine distance <= threshold)."""
+    of a teal square toy with white stripes", a combination no model saw), read by the toy detector and by
+    :class:`Readout` (trained on real photos), and verified as the subject by the identity encoder against 4
+    real photos of it (mean cosine distance <= threshold)."""
     from ..sample import SampleConfig, generate
 
     model = stack.diffusion_model()
@@ -168,7 +169,8 @@ def validate_unet(stack, data: Data, cfg: MiniTrainConfig = FULL) -> dict[str, f
     out = {"unet_val_loss": float(F.mse_loss(pred, eps))}
     subjects = world.held_out_subjects()[: cfg.val_sample_subjects]
     k = cfg.val_samples_per_subject
-    imgs = generate(model, [world.subject(s).caption() for s in subjects], k, SampleConfig(**SAMPLING, batch_size=48), seed=0)
+    captions = [world.subject(s).caption() for s in subjects]
+    imgs = generate(model, captions, k, SampleConfig(**SAMPLING, batch_size=48), seed=0)
     per = [s for s in subjects for _ in range(k)]
     readout = train_readout(data.seed, cfg.readout_steps)
     real = torch.cat([world.photos(s, 2, data.seed + 3000) for s in subjects])
