@@ -28,7 +28,7 @@ def main() -> None:
     from cloakbench.personalize import CDLPolicy, DreamBoothTrainer, TrainConfig
     from cloakbench.sample import generate, prepare_class_images
     from cloakbench.stages import sample_config
-    from mini_eval import share_as_any  # benchmarks/ (this script's folder) is on sys.path
+    from cloakbench.bench.prior import embeddings, share
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--subjects", type=int, nargs="+", default=[23, 135, 271, 447])
@@ -40,6 +40,7 @@ def main() -> None:
     verified = create_metric("verified[mini]")
     tmp = Path(tempfile.mkdtemp(prefix="mini-cdl-"))
     classes = prepare_class_images(load_model("mini"), 4, "a photo of toy", tmp / "classes", steps=20, resolution=32)
+    class_emb = embeddings(verified.face, classes)
     variants = {"plain": dict(qes=False, steps=20), "plain + suffix": dict(qes=False, steps=20, suffix=True),
                 "negative only": dict(qes=True, steps=20, suffix=False), "QES": dict(qes=True, steps=20)}
     rows: dict[tuple[bool, str], list[float]] = {}
@@ -56,7 +57,7 @@ def main() -> None:
             for name, kw in variants.items():
                 imgs = generate(model, ["a photo of sks toy"], 8, sample_config(policy, **kw), seed=0)
                 rows.setdefault((cdl, name), []).append(verified(imgs, photos[4:]).value)
-                prior.setdefault((cdl, name), []).append(share_as_any(verified, imgs, classes))  # drew a prior image
+                prior.setdefault((cdl, name), []).append(share(verified.face, imgs, class_emb))  # drew a prior image
     print(f"{args.steps} steps, latents {args.latents}, text encoder {'frozen' if args.frozen_text else 'trained'}, "
           f"noise token {args.new_token or 'bhj (text)'}; share of samples per subject ({' '.join(map(str, args.subjects))})")
     for table, title in ((rows, "verified as the subject"), (prior, "verified as one of the 4 class images")):

@@ -290,3 +290,21 @@ def test_recipe_protections_filter_is_checked_and_not_hashed(tmp_path):
     assert "protections" not in r.train_params() and r.train_params() == RecipeSpec(name="a").train_params()
     cfg = BenchConfig.model_validate({**raw, "recipes": [{"name": "a", "protections": ["advdm"]}]})
     assert [r.takes(p) for p in cfg.protections for r in cfg.recipes] == [False, True]
+
+
+def test_sampling_suffix_key_defaults_to_the_reference_and_is_checked(tmp_path):
+    """#31: ", without <noise>" on every sampling prompt of every cell by default (DiffShortcut
+    train_dreambooth.py:514); the key reaches every sample stage's spec; a bad value is named before any work."""
+    from cloakbench.bench.runner import plan
+
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "mini-paper.yaml").read_text())
+    specs, _ = plan(load_config(_write(tmp_path, cfg)))
+    samples = [s for s in specs if s.kind == "sample"]
+    assert samples and {s.params["suffix"] for s in samples} == {"always"}
+    cfg["sampling"]["suffix"] = "cdl+qes"
+    other = {s.hash for s in plan(load_config(_write(tmp_path, cfg)))[0] if s.kind == "sample"}
+    assert other.isdisjoint(s.hash for s in samples)  # another suffix is other samples, never mixed with these
+    cfg["sampling"]["suffix"] = "sometimes"
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, cfg))
+    assert "sampling.suffix" in str(err.value) and "'always'" in str(err.value)

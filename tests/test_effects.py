@@ -104,12 +104,67 @@ def test_recipe_qes_samples_only_that_recipe_and_keeps_old_grid_hashes(tmp_path)
         for pur, recipe in (("none", "dreambooth"), ("codesr-mini", "dreambooth-cdl"), ("codesr-mini", "dreambooth-codesr"))}
     trains = [s for s in specs if s.kind == "train"]
     assert all("qes" not in s.params["recipe"] for s in trains)  # sampling settings are not training's
-    # a grid without the field hashes as before the field existed (measured on configs/smoke.yaml at 9464668)
+    # a grid without the field hashes as one that never had it (pinned on configs/smoke.yaml; 68a979becc257c28 at
+    # 9464668, until #31 made the sampling suffix, which every cell's samples depend on, part of the grid: a run
+    # folder made before is other work and is refused, never mixed)
     from cloakbench.bench.config import BenchConfig
 
     grid = yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())
     for r in grid["recipes"]:  # the training from before issue #17's keys (their defaults are other training)
         r.update(latents="cached", mixed_precision="no")
     smoke = identity(BenchConfig.model_validate(grid))
-    assert smoke["hash"] == "68a979becc257c28"
-    assert smoke["labels"]["recipe"] == {"dreambooth": "8a5941dbfd0ff0d9", "dreambooth-cdl": "f2a4ef65fb0ecb70"}
+    assert smoke["hash"] == "82b7d096eb27f664"
+    assert smoke["labels"]["recipe"] == {"dreambooth": "9a4b021476e36f77", "dreambooth-cdl": "6f09e9fc74fa417b"}
+    grid["recipes"][0]["qes"] = None  # written out as unset: the same grid
+    assert identity(BenchConfig.model_validate(grid))["hash"] == smoke["hash"]
+
+
+def test_paired_ablation_and_resolved_by_hand():
+    from cloakbench.bench.effects import ABLATIONS, paired, resolved
+
+    table = {("advdm", "CodeSR"): [0.6, 0.6, 0.5, 0.5, 0.6, 0.6],  # per identity 0.6, 0.5, 0.6
+             ("advdm", "CodeSR + CDL + QES"): [0.4, 0.4, 0.6, 0.6, 0.3, 0.3]}  # 0.4, 0.6, 0.3
+    cells = per_identity(_rows(table), lambda r: r["team"])
+    d = paired(cells, "m", "advdm", "CodeSR + CDL + QES", "CodeSR")  # Table 4's "full red team - CodeSR alone"
+    assert d["mean"] == pytest.approx(-0.4 / 3) and d["same_sign"] == 2 and d["n"] == 3
+    assert d["per_identity"] == {"id0": pytest.approx(-0.2), "id1": pytest.approx(0.1), "id2": pytest.approx(-0.3)}
+    assert d["ci"][0] >= -0.3 - 1e-9 and d["ci"][1] <= 0.1 + 1e-9
+    assert paired(cells, "m", "advdm", "CDL", "none") is None
+    assert ("CodeSR + CDL + QES", "CodeSR") in ABLATIONS
+    # a recovery is shown only when its interval is narrower than half the gap (tells 0 % from 50 %)
+    assert resolved({"ci": [0.1, 0.55]}) and not resolved({"ci": [-0.5, 0.5]}) and not resolved({"ci": [0.0, 0.5]})
+    assert not resolved({"ci": [float("nan"), float("nan")]}) and not resolved(None)
+
+
+def test_class_image_share_counts_samples_that_are_a_prior_image(tmp_path):
+    """A cell whose samples are photos of the toy in its class images is a memorised prior (share 1); photos of
+    another toy are not (share 0); a cell trained without a prior has no row. Real mini identity encoder."""
+    import json
+
+    from cloakbench.bench.prior import class_image_rows
+    from cloakbench.images import save_images
+    from cloakbench.models.mini import world
+
+    art = tmp_path / "run" / "artifacts"
+
+    def stage(kind: str, h: str, spec: dict, images=None) -> None:
+        folder = art / f"{kind}-{h[:16]}"
+        folder.mkdir(parents=True)
+        if images is not None:
+            save_images(images, folder, [f"{i:03d}" for i in range(len(images))])
+        (folder / "DONE.json").write_text(json.dumps({"spec": {"kind": kind, **spec}}))
+
+    calib = world.calibration_subjects()
+    stage("class_images", "c" * 64, {"params": {"seed": 0, "n": 4}, "inputs": {}}, world.photos(calib[0], 4, seed=7))
+    for name, subject, classes in (("memorised", calib[0], "c" * 64), ("learned", calib[1], "c" * 64),
+                                   ("no-prior", calib[0], None)):
+        h = name.ljust(64, "0")
+        stage("train", "t" + h, {"params": {}, "inputs": {"instances": "x", **({"classes": classes} if classes else {})}})
+        stage("sample", "s" + h, {"params": {}, "inputs": {"model": "t" + h}}, world.photos(subject, 6, seed=8))
+        stage("evaluate", "e" + h, {"params": {}, "inputs": {"images": "s" + h},
+                                    "labels": {"identity": "subject1", "protection": "none", "purification": "none",
+                                               "recipe": name, "qes": 0, "seed": 0}})
+    rows = {r["recipe"]: r for r in class_image_rows(tmp_path / "run")}
+    assert set(rows) == {"memorised", "learned"}
+    assert rows["memorised"]["value"] == 1.0 and rows["learned"]["value"] == 0.0
+    assert rows["memorised"]["metric"] == "prior[mini]" and rows["memorised"]["n_class_images"] == 4

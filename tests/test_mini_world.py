@@ -21,6 +21,10 @@ def test_world_is_deterministic_and_varied():
     assert torch.equal(a, (a * 255).round() / 255)  # 8-bit values, like a saved photo
     assert world.N_SUBJECTS == 576 and len(world.held_out_subjects()) == 72
     assert set(world.held_out_subjects()).isdisjoint(world.train_subjects())
+    # three pools of held-out subjects, apart: claims, recipe choice, thresholds and model selection (#31)
+    pools = [set(world.EVALUATION), set(world.DEVELOPMENT), set(world.calibration_subjects())]
+    assert sum(map(len, pools)) == 72 and set.union(*pools) == set(world.held_out_subjects())
+    assert not any(a & b for i, a in enumerate(pools) for b in pools[i + 1:])
     assert world.subject(135).caption() == "a photo of a teal square toy with white stripes"
     with pytest.raises(ValueError, match="subject index"):
         world.subject(576)

@@ -276,12 +276,14 @@ def test_sampler_equals_diffusers_pipeline_and_extra_term(tiny_model):
     assert torch.allclose(single, ours, atol=1e-4)
 
 
-def test_qes_config_suffix_only_with_cdl():
+def test_qes_config_appends_the_suffix_as_the_reference():
     q = qes_config(CDLPolicy(enabled=True))
     assert (q.suffix, q.negative_prompt, q.guidance, q.steps, q.scheduler) == (
         ", without bhj noisy pattern", "noisy, lowres, artifact, pattern", 7.5, 100, "pndm")
-    assert qes_config(CDLPolicy()).suffix == ""  # the reference added it even without CDL: explicit option
-    assert qes_config(CDLPolicy(), suffix=True).suffix == ", without bhj noisy pattern"
+    # DiffShortcut train_dreambooth.py:514 appends it without CDL too; off only on request
+    assert qes_config(CDLPolicy()).suffix == ", without bhj noisy pattern"
+    assert qes_config(CDLPolicy(), suffix=False).suffix == ""
+    assert qes_config(CDLPolicy(enabled=True, new_token="<bhj>")).suffix == ", without <bhj> noisy pattern"
 
 
 def test_bad_training_config():

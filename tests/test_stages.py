@@ -83,10 +83,18 @@ def test_purified_output_has_the_input_size_in_every_path(tmp_path):
 def test_sample_config_is_one_rule(tmp_path):
     from cloakbench.personalize import CDLPolicy
 
+    suffix = ", without bhj noisy pattern"
     plain, qes = stages.sample_config(), stages.sample_config(CDLPolicy(enabled=True), qes=True)
-    assert (plain.steps, plain.negative_prompt, plain.suffix) == (50, "", "")
-    assert (qes.steps, qes.negative_prompt, qes.suffix) == (100, "noisy, lowres, artifact, pattern",
-                                                            ", without bhj noisy pattern")
+    # the reference's default: the suffix on every prompt of every model (DiffShortcut train_dreambooth.py:514)
+    assert (plain.steps, plain.negative_prompt, plain.suffix) == (50, "", suffix)
+    assert (qes.steps, qes.negative_prompt, qes.suffix) == (100, "noisy, lowres, artifact, pattern", suffix)
+    # "cdl+qes": only a CDL-trained model sampled with QES (cloakbench before #31); "never"; bools stand for them
+    for cdl, q, want in ((False, True, ""), (True, False, ""), (True, True, suffix)):
+        assert stages.sample_config(CDLPolicy(enabled=cdl), qes=q, suffix="cdl+qes").suffix == want
+    assert stages.sample_config(qes=True, suffix="never").suffix == stages.sample_config(suffix=False).suffix == ""
+    assert stages.sample_config(suffix=True).suffix == suffix
+    with pytest.raises(ValueError, match="suffix must be one of always, cdl\\+qes, never"):
+        stages.sample_config(suffix="sometimes")
 
 
 @pytest.mark.data

@@ -425,8 +425,10 @@ def sample(
     model: str = typer.Option(..., help="A training output folder, a diffusers folder, a hub id or 'tiny'."),
     prompt: list[str] = typer.Option(None, help="Prompt (repeatable); default: the paper's two."),
     n: int = typer.Option(protocol.SAMPLES_PER_PROMPT, "-n", help="Images per prompt (paper: 16)."),
-    qes: bool = typer.Option(False, help="Quality-enhanced sampling (negative prompt, 100 steps, CDL suffix)."),
-    suffix: bool = typer.Option(None, help="Force the ', without <noise>' suffix on/off (default: on iff CDL-trained)."),
+    qes: bool = typer.Option(False, help="Quality-enhanced sampling (negative prompt, 100 steps)."),
+    suffix: str = typer.Option(protocol.SAMPLE_SUFFIX, help="When ', without <noise>' is appended to every prompt: "
+                               "always (the reference's: every model, CDL-trained or not), cdl+qes (only a CDL-trained "
+                               "model sampled with --qes), never."),
     steps: int = typer.Option(None, help="Sampling steps (default 100 with --qes, else 50)."),
     guidance: float = typer.Option(protocol.GUIDANCE),
     negative: str = typer.Option(None, help=f"Negative prompt (QES default {protocol.QES_NEGATIVE!r})."),
@@ -440,6 +442,8 @@ def sample(
     """Generate images with our CFG loop; --qes applies the paper's quality-enhanced sampling."""
     if n < 1:
         raise typer.BadParameter("n must be >= 1", param_hint="-n")
+    if suffix not in protocol.SUFFIX_MODES:
+        raise typer.BadParameter(f"must be one of {', '.join(protocol.SUFFIX_MODES)}, not {suffix!r}", param_hint="--suffix")
     model_files = sorted(p for p in Path(model).rglob("*") if p.is_file()) if Path(model).is_dir() else []
     stages.output.check_destination(out_dir, model_files, overwrite=overwrite, record="sample.json")
     prompts = prompt or list(protocol.SAMPLE_PROMPTS)

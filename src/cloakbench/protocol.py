@@ -31,6 +31,11 @@ CDL_NOISE = "bhj noisy pattern"
 CDL_INSTANCE_TEMPLATE = "{prompt}, {noise}"
 CDL_CLASS_TEMPLATE = "{prompt}, without {noise}"
 CDL_SAMPLE_SUFFIX = ", without {noise}"
+# When sampling appends CDL_SAMPLE_SUFFIX: "always" is the reference's (DiffShortcut train_dreambooth.py:514 appends
+# ", without " + the noise phrase to every sampling prompt, CDL-trained or not, negative prompt or not); "cdl+qes"
+# only for a CDL-trained model sampled with QES (cloakbench before #31); "never".
+SUFFIX_MODES = ("always", "cdl+qes", "never")
+SAMPLE_SUFFIX = "always"
 
 # QES (docs/PAPER.md §6): negative prompt, guidance, steps.
 QES_NEGATIVE = "noisy, lowres, artifact, pattern"

@@ -94,7 +94,8 @@ def extract_concepts(
         raise ValueError(f"need n >= 1 and steps >= 1, got n={n}, steps={steps}")
     out = Path(out)
     prompts = concept_prompts(subject, identifier)
-    cfg = sample_config(trained_cdl(model), qes=False, steps=steps, guidance=guidance, scheduler=scheduler)
+    cfg = sample_config(trained_cdl(model), qes=False, steps=steps, guidance=guidance, scheduler=scheduler,
+                        suffix="never")  # infer.py's prompts as written (DiffShortcut infer.py:50)
     dt = parse_dtype(dtype) if dtype else default_dtype(device)
     if Path(model).is_dir():
         m = load_personalized(model, device=device, dtype=dt)

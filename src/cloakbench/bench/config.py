@@ -122,6 +122,9 @@ class SamplingSpec(Strict):
     prompts: list[str] = list(protocol.SAMPLE_PROMPTS)
     n: int = Field(16, ge=1)
     steps: int | None = Field(None, ge=1)
+    # when ", without <noise>" is appended to every prompt (stages.sample.use_suffix): "always" is the reference's
+    # (DiffShortcut train_dreambooth.py:514: every cell, CDL-trained or not), "cdl+qes" cloakbench's before #31
+    suffix: Literal[protocol.SUFFIX_MODES] = protocol.SAMPLE_SUFFIX
 
 
 class BenchConfig(Strict):

@@ -92,3 +92,39 @@ def recovery(cells: Cells, metric: str, protection: str, team: str) -> dict[str,
     lo, hi = bootstrap(ratio, len(ids))
     return {"mean": ratio(np.arange(len(ids))), "ci": [lo, hi], "n": len(ids), "gain": float(num.mean()),
             "per_identity_gain": dict(zip(ids, num.round(4).tolist()))}
+
+
+def paired(cells: Cells, metric: str, protection: str, team: str, baseline: str) -> dict[str, Any] | None:
+    """``M(protection, team) - M(protection, baseline)`` per identity (the paper's Table 4 ablations: a module's
+    effect is this difference with the rest fixed, e.g. CodeSR + CDL + QES - CodeSR), its mean, 95 % bootstrap
+    interval over identities and how many identities agree in sign with the mean; None when a cell is missing."""
+    a, b = cells.get((protection, team), {}).get(metric), cells.get((protection, baseline), {}).get(metric)
+    if not a or not b:
+        return None
+    ids, (x, y) = _aligned(a, b)
+    if not ids:
+        return None
+    d = x - y
+    mean = float(d.mean())
+    lo, hi = bootstrap(lambda i: float(d[i].mean()), len(d))
+    return {"mean": mean, "ci": [lo, hi], "same_sign": int((np.sign(d) == np.sign(mean)).sum()), "n": len(d),
+            "per_identity": dict(zip(ids, d.round(4).tolist()))}
+
+
+# The paper's Table 4 (docs/PAPER.md): each module's paired effect, (team, baseline) on the same protection.
+ABLATIONS = (("CodeSR + CDL + QES", "CodeSR"), ("CDL", "none"), ("CDL + QES", "none"), ("CodeSR + CDL", "CodeSR"),
+             ("CodeSR", "none"))
+
+# A recovered share is shown only when its 95 % interval is narrower than this (in units of the gap): narrower
+# than 0.5 tells a red team that recovers nothing from one that recovers half (#31 item 6); wider, the
+# terminal and the report say "not measured at this size" instead of a number.
+RESOLVED_WIDTH = 0.5
+
+
+def resolved(effect: Mapping[str, Any] | None, width: float = RESOLVED_WIDTH) -> bool:
+    """Whether ``effect`` (a :func:`recovery`, :func:`gap` or :func:`paired` result) has a finite 95 % interval
+    narrower than ``width``."""
+    if not effect:
+        return False
+    lo, hi = effect["ci"]
+    return bool(np.isfinite(lo) and np.isfinite(hi) and hi - lo < width)

@@ -106,7 +106,8 @@ def plan(cfg: BenchConfig) -> tuple[list[Spec], dict[str, list[Path]]]:
                                                "resolution": cfg.resolution, "seed": seed}, inputs))
                         for qes in recipe.qes if recipe.qes is not None else cfg.sampling.qes:
                             s = add(Spec("sample", {"qes": qes, "prompts": cfg.sampling.prompts, "n": cfg.sampling.n,
-                                                    "steps": cfg.sampling.steps, "seed": seed}, {"model": t.hash}))
+                                                    "steps": cfg.sampling.steps, "suffix": cfg.sampling.suffix,
+                                                    "seed": seed}, {"model": t.hash}))
                             add(Spec("evaluate", {"metrics": cfg.metrics, "resolution": cfg.resolution},
                                      {"images": s.hash, "references": ref_key},
                                      {"identity": ident, "protection": protection_label(prot), "purification": pur,
@@ -307,7 +308,7 @@ class Runner:
     def _stage_sample(self, spec: Spec, work: Path) -> dict[str, Any]:
         p = spec.params
         record = stages.sample(self.folder(self.by_hash[spec.inputs["model"]]), work, prompts=p["prompts"], n=p["n"],
-                               qes=p["qes"], steps=p["steps"], seed=p["seed"], device=self.device)
+                               qes=p["qes"], steps=p["steps"], suffix=p["suffix"], seed=p["seed"], device=self.device)
         return {"config": record["config"]}
 
     def _stage_evaluate(self, spec: Spec, work: Path) -> dict[str, Any]:

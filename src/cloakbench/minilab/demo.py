@@ -35,17 +35,25 @@ def team_of(cfg) -> Callable[[Mapping[str, Any]], str]:
     from ..bench.effects import team_name
 
     cdl = {r.name: r.cdl for r in cfg.recipes}
-    return lambda row: team_name(row["purification"], cdl.get(row["recipe"], False), bool(row["qes"]))
+    # rows of recipes that are not ``cfg``'s (another grid added into the run folder) belong to no team of it
+    return lambda row: team_name(row["purification"], cdl[row["recipe"]], bool(row["qes"])) if row["recipe"] in cdl else None
 
 
 def summarize(run_dir: str | Path, cfg) -> dict[str, Any]:
     """Cell means over identities (seeds averaged within an identity), each protection's gap and each
     red-team's recovered share for the identity and quality metrics, with 95 % bootstrap intervals over
-    identities (:mod:`cloakbench.bench.effects`)."""
-    from ..bench.effects import gap, per_identity, recovery
+    identities (:mod:`cloakbench.bench.effects`); the paper's Table 4 ablations as paired differences with
+    their intervals (``paired``); and per cell the share of samples that are one of its class images
+    (``prior[<backend>]``, :mod:`cloakbench.bench.prior`). The demo and benchmarks/mini_eval.py print this."""
+    from ..bench.effects import ABLATIONS, gap, paired, per_identity, recovery, resolved
+    from ..bench.prior import class_image_rows
     from ..bench.store import read_rows
 
-    cells = per_identity(read_rows(Path(run_dir) / "results.sqlite"), team_of(cfg))
+    raw = read_rows(Path(run_dir) / "results.sqlite")
+    verified = next((m for m in cfg.metrics if m.split("[")[0] == IDENTITY[0]), None)
+    if verified is not None:
+        raw = raw + class_image_rows(run_dir, verified)
+    cells = per_identity(raw, team_of(cfg))
     metrics = sorted({m for ms in cells.values() for m in ms})
     named = {p: next((m for m in metrics if m.split("[")[0] == p), None) for p in IDENTITY + QUALITY}
     rank = lambda cell: (cell[0] != "none", cell[0], ORDER.index(cell[1]) if cell[1] in ORDER else len(ORDER), cell[1])  # noqa: E731
@@ -59,9 +67,18 @@ def summarize(run_dir: str | Path, cfg) -> dict[str, Any]:
                 if metric is not None:
                     row[prefix] = gap(cells, metric, prot) if team == "none" else recovery(cells, metric, prot, team)
             effects.append(row)
+    for e in effects:
+        for prefix in named:
+            if e["red_team"] != "none" and e.get(prefix):
+                e[prefix]["resolved"] = resolved(e[prefix])
+    ablations = [{"protection": prot, "team": team, "baseline": base,
+                  **{prefix: paired(cells, metric, prot, team, base) for prefix, metric in named.items() if metric}}
+                 for prot in sorted({p for p, _ in cells} - {"none"}) for team, base in ABLATIONS
+                 if (prot, team) in cells and (prot, base) in cells]
     identities = {i for ms in cells.values() for v in ms.values() for i in v}
     return {"metrics": {k: v for k, v in named.items() if v}, "identities": sorted(identities), "seeds": len(cfg.seeds),
-            "samples": cfg.sampling.n, "rows": rows, "effects": effects}
+            "samples": cfg.sampling.n, "rows": rows, "effects": effects, "ablations": ablations,
+            "prior": next((m for m in metrics if m.split("[")[0] == "prior"), None)}
 
 
 def run_demo(out: str | Path, *, config: str | Path = CONFIG, progress: Callable | None = None,
@@ -111,7 +128,8 @@ def run_demo(out: str | Path, *, config: str | Path = CONFIG, progress: Callable
     return summary
 
 
-SHORT = {"verified": "verified", "ism": "ISM", "fdfr": "FDFR", "clip_iqac": "IQA"}
+SHORT = {"verified": "verified", "ism": "ISM", "fdfr": "FDFR", "clip_iqac": "IQA", "prior": "prior"}
+UNRESOLVED = "not measured"  # a recovered share whose 95 % interval is too wide (bench.effects.resolved)
 
 
 def tables(summary: dict[str, Any]) -> list:
@@ -120,12 +138,15 @@ def tables(summary: dict[str, Any]) -> list:
     from rich.markup import escape
     from rich.table import Table
 
+    from ..bench.effects import RESOLVED_WIDTH
+
     n = len(summary["identities"])
     cols = sorted({k for r in summary["rows"] for k in r if "[" in k},
                   key=lambda c: list(SHORT).index(c.split("[")[0]) if c.split("[")[0] in SHORT else 99)
     means = Table(title=f"DreamBooth samples: mean of {n} subject(s) x {summary['seeds']} seed(s) x {summary['samples']} "
                         "samples per cell",
-                  caption="verified: share of samples the identity encoder verifies as the subject; IQA: CLIP-IQAC[mini]")
+                  caption=escape("verified: share of samples the identity encoder verifies as the subject; IQA: "
+                                 "CLIP-IQAC[mini]; prior: share verified as one of the cell's class images"))
     for c in ("protection", "red team", *(SHORT.get(c.split("[")[0], c) for c in cols)):
         means.add_column(escape(c), justify="left" if c in ("protection", "red team") else "right")
     for r in summary["rows"]:
@@ -135,13 +156,18 @@ def tables(summary: dict[str, Any]) -> list:
         if not e:
             return "-"
         lo, hi = e["ci"]
+        if share and not e.get("resolved", True):
+            return UNRESOLVED
         if share:
             return f"{100 * e['mean']:.0f}% [{100 * lo:.0f}, {100 * hi:.0f}]"
         return f"{e['mean']:+.2f} [{lo:+.2f}, {hi:+.2f}]" + (f" {e['same_sign']}/{e['n']}" if "same_sign" in e else "")
 
     keys = list(summary["metrics"])
     effects = Table(title=f"protection gap (clean - protected) and share of it recovered, 95% CI over {n} subjects",
-                    caption="gap: mean [CI] and subjects with the mean's sign; recovered: mean[red - prot] / mean[gap]")
+                    caption=escape("gap: mean [CI] and subjects with the mean's sign; recovered: mean[red - prot] / "
+                                   f"mean[gap]. {UNRESOLVED}: its 95% interval is {100 * RESOLVED_WIDTH:.0f} points "
+                                   "wide or more at this size (it cannot tell 0% from 50%); `cloakbench demo --full` "
+                                   "measures it"))
     for c in ("protection", "red team", *(SHORT.get(k, k) for k in keys)):
         effects.add_column(escape(c), justify="left" if c in ("protection", "red team") else "right")
     for e in summary["effects"]:

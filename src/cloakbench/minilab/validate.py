@@ -1,7 +1,7 @@
 """Validation of the mini models on the held-out subjects (``cloakbench mini validate``).
 
-Every figure is measured on subjects with index % 8 == 7, which no mini model saw in training, and
-written into ``manifest.json`` beside the weights (:func:`validate_saved`). The helpers here (ROC AUC,
+Every figure is measured on the *calibration* subjects (:func:`world.calibration_subjects`: index % 8 == 7, which
+no mini model saw in training, less the evaluation and development pools, #31), and written into ``manifest.json`` beside the weights (:func:`validate_saved`). The helpers here (ROC AUC,
 pair similarities, EER threshold, the CLIP-IQA-style quality score, codebook restoration) are also
 used by ``cloakbench doctor`` and the ``codesr-mini`` purifier.
 """
@@ -151,7 +151,7 @@ SAMPLING = dict(steps=25, guidance=5.0, scheduler="ddim")  # the base model's va
 @torch.no_grad()
 def validate_unet(stack, data: Data, cfg: MiniTrainConfig = FULL) -> dict[str, float]:
     """Held-out denoising loss at fixed noise, and whether the base model draws the world:
-    ``cfg.val_samples_per_subject`` samples (FULL: 8, so 576) of each held-out subject's full caption ("a photo
+    ``cfg.val_samples_per_subject`` samples (FULL: 8, so 480) of each calibration subject's full caption ("a photo
     of a teal square toy with white stripes", a combination no model saw), read by the toy detector and by
     :class:`Readout` (trained on real photos), and verified as the subject by the identity encoder against 4
     real photos of it (mean cosine distance <= threshold)."""
@@ -167,7 +167,7 @@ def validate_unet(stack, data: Data, cfg: MiniTrainConfig = FULL) -> dict[str, f
     a = model.noise_scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
     pred = model.unet(a.sqrt() * z + (1 - a).sqrt() * eps, t, model.encode_prompt(caps)).sample
     out = {"unet_val_loss": float(F.mse_loss(pred, eps))}
-    subjects = world.held_out_subjects()[: cfg.val_sample_subjects]
+    subjects = world.calibration_subjects()[: cfg.val_sample_subjects]
     k = cfg.val_samples_per_subject
     captions = [world.subject(s).caption() for s in subjects]
     imgs = generate(model, captions, k, SampleConfig(**SAMPLING, batch_size=48), seed=0)

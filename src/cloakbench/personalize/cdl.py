@@ -3,8 +3,8 @@
 The noise pattern gets its own words so the identifier ("sks") does not absorb it:
 instance prompt ``"<instance prompt>, <noise>"``, class (prior) prompt ``"<class prompt>, without
 <noise>"``, with ``noise = "bhj noisy pattern"`` (the reference code's default; ordinary text learned
-through the text-encoder fine-tune). There is no extra loss term. At sampling time QES appends
-``", without <noise>"`` to every prompt (:meth:`sample_prompt`).
+through the text-encoder fine-tune). There is no extra loss term. At sampling time the reference appends
+``", without <noise>"`` to every prompt (:meth:`sample_prompt`; ``protocol.SAMPLE_SUFFIX``).
 
 Extension: ``new_token`` adds a fresh token (lowercase: CLIP's tokenizer lowercases, docs/ENVIRONMENT.md
 §6.2) with its own embedding, initialised from ``init_from`` and learned (textual-inversion style);
@@ -49,7 +49,7 @@ class CDLPolicy:
         return self.class_template.format(prompt=prompt, noise=self.noise) if self.enabled else prompt
 
     def sample_prompt(self, prompt: str) -> str:
-        """QES suffix ``", without <noise>"`` (applied only when CDL is on; see the sampler's option)."""
+        """``prompt`` + ``", without <noise>"`` (when sampling applies it: :func:`cloakbench.stages.sample.use_suffix`)."""
         return prompt + self.sample_suffix.format(noise=self.noise)
 
     def as_dict(self) -> dict[str, Any]:

@@ -9,7 +9,8 @@ direction: ``e -= w_x * (e(noise phrase) - e(neg))``.
 
 QES (arXiv 2406.18944 §QES, docs/PAPER.md §6): negative prompt "noisy, lowres, artifact, pattern",
 guidance 7.5, 100 steps, PNDM, and the suffix ", without <noise>" on every prompt. The reference code
-appends the suffix even when CDL was off; here it is an explicit option, on only with CDL by default.
+appends the suffix to every sampling prompt, CDL-trained or not, QES or not (DiffShortcut
+train_dreambooth.py:514); so does cloakbench by default (``protocol.SAMPLE_SUFFIX``, docs/DEVIATIONS.md S1).
 """
 
 from __future__ import annotations
@@ -61,13 +62,13 @@ class SampleConfig:
         return asdict(self)
 
 
-def qes_config(cdl: CDLPolicy | None = None, *, suffix: bool | None = None, negative_prompt: str = QES_NEGATIVE,
+def qes_config(cdl: CDLPolicy | None = None, *, suffix: bool = True, negative_prompt: str = QES_NEGATIVE,
                steps: int = 100, guidance: float = 7.5, extra_scale: float = 0.0) -> SampleConfig:
-    """The paper's QES. ``suffix=None`` adds ", without <noise>" only when CDL is enabled."""
+    """The paper's QES: ", without <noise>" (``cdl``'s noise phrase, the reference's by default) on every
+    prompt unless ``suffix`` is False, and the negative prompt."""
     cdl = cdl or CDLPolicy()
-    use_suffix = cdl.enabled if suffix is None else suffix
     return SampleConfig(steps=steps, guidance=guidance, negative_prompt=negative_prompt, scheduler="pndm",
-                        suffix=cdl.sample_prompt("") if use_suffix else "",
+                        suffix=cdl.sample_prompt("") if suffix else "",
                         extra_prompt=cdl.noise if extra_scale else None, extra_scale=extra_scale)
 
 

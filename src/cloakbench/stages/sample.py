@@ -11,24 +11,36 @@ from ..images import save_images
 from .output import write_record
 
 
+def use_suffix(mode: str | bool | None, cdl_trained: bool, qes: bool) -> bool:
+    """Whether sampling appends ", without <noise>" to every prompt. ``mode``: ``"always"`` (the reference's,
+    DiffShortcut train_dreambooth.py:514; the default, ``None``), ``"cdl+qes"`` (only a CDL-trained model
+    sampled with QES: cloakbench before #31), ``"never"``; ``True`` / ``False`` stand for always / never."""
+    mode = protocol.SAMPLE_SUFFIX if mode is None else {True: "always", False: "never"}.get(mode, mode)
+    if mode not in protocol.SUFFIX_MODES:
+        raise ValueError(f"suffix must be one of {', '.join(protocol.SUFFIX_MODES)} (got {mode!r})")
+    return mode == "always" or (mode == "cdl+qes" and cdl_trained and qes)
+
+
 def sample_config(cdl=None, *, qes: bool = False, steps: int | None = None, guidance: float = protocol.GUIDANCE,
-                  negative: str | None = None, suffix: bool | None = None, extra_scale: float = 0.0,
+                  negative: str | None = None, suffix: str | bool | None = None, extra_scale: float = 0.0,
                   scheduler: str | None = None, batch_size: int | None = None):
     """The :class:`~cloakbench.sample.SampleConfig` of a model trained with ``cdl`` (a
     :class:`~cloakbench.personalize.CDLPolicy`). ``qes``: the paper's QES (negative prompt, 100 PNDM
-    steps, ", without <noise>" after CDL training; docs/PAPER.md §6), else plain sampling (50 steps).
-    ``suffix`` forces that suffix on or off; ``negative`` replaces the negative prompt."""
+    steps; docs/PAPER.md §6), else plain sampling (50 steps). ``suffix``: when ", without <noise>" is
+    appended (:func:`use_suffix`; by default to every prompt, as the reference); ``negative`` replaces the
+    negative prompt."""
     from ..personalize import CDLPolicy
     from ..sample import SampleConfig, qes_config
 
     cdl = cdl or CDLPolicy()
+    on = use_suffix(suffix, cdl.enabled, qes)
     if qes:
-        cfg = qes_config(cdl, suffix=suffix, steps=steps or protocol.QES_STEPS, guidance=guidance, extra_scale=extra_scale)
+        cfg = qes_config(cdl, suffix=on, steps=steps or protocol.QES_STEPS, guidance=guidance, extra_scale=extra_scale)
         if negative is not None:
             cfg.negative_prompt = negative
     else:
         cfg = SampleConfig(steps=steps or protocol.PLAIN_SAMPLE_STEPS, guidance=guidance, negative_prompt=negative or "",
-                           suffix=cdl.sample_prompt("") if suffix else "",
+                           suffix=cdl.sample_prompt("") if on else "",
                            extra_prompt=cdl.noise if extra_scale else None, extra_scale=extra_scale)
     if scheduler is not None:
         cfg.scheduler = scheduler

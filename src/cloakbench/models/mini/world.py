@@ -72,6 +72,22 @@ def held_out_subjects() -> list[int]:
     return [i for i in range(N_SUBJECTS) if i % 8 == 7]
 
 
+# The three pools of held-out subjects (no mini model trains on any of them). Each has one use only:
+EVALUATION = (7, 183, 239, 279, 351, 415, 503, 527)
+"""Claims only: configs/mini-eval.yaml, mini-baselines.yaml and the demo (its first two). Drawn 2026-11-30, before
+any result: ``sorted(np.random.default_rng(20261130).choice([s for s in held_out_subjects() if s not in
+DEVELOPMENT], 8, replace=False))``. Nothing is fitted or selected on them."""
+DEVELOPMENT = (23, 135, 271, 447)
+"""Recipes are chosen here (configs/mini-dev.yaml, benchmarks/mini_recipe.py, mini_cdl.py, mini_prior.py)."""
+
+
+def calibration_subjects() -> list[int]:
+    """The held-out subjects of neither :data:`EVALUATION` nor :data:`DEVELOPMENT` (60): thresholds (the
+    identity encoder's verification threshold) and model selection (the base UNet's ship rule) are computed
+    on these only (#31 item 3)."""
+    return [s for s in held_out_subjects() if s not in EVALUATION and s not in DEVELOPMENT]
+
+
 def _inside(shape: str, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Soft-free boolean mask of the unit-radius body in body coordinates ``(u, v)``."""
     r, th = torch.sqrt(u * u + v * v), torch.atan2(v, u)

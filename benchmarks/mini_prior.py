@@ -1,0 +1,59 @@
+"""#31's recipe choice on the development subjects (configs/mini-prior.yaml): per candidate recipe (a pair of
+recipes ``db-<tag>`` / ``cdl-<tag>`` in the grid), the tables of benchmarks/mini_eval.py, the clean DreamBooth
+cross-subject rate, and the rule written in the config before the grid ran, applied.
+
+    cloakbench bench configs/mini-prior.yaml --out RUN
+    python benchmarks/mini_prior.py RUN configs/mini-prior.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mini_eval import cross, print_summary  # benchmarks/ (this script's folder) is on sys.path
+
+from cloakbench.bench import load_config
+from cloakbench.bench.prior import MAX_SHARE
+from cloakbench.minilab.demo import summarize
+
+FLOOR, CROSS = 0.70, 0.10  # the rule's clean DreamBooth floor and cross-subject ceiling (configs/mini-prior.yaml)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", type=Path)
+    ap.add_argument("config", type=Path)
+    args = ap.parse_args()
+    cfg = load_config(args.config)
+    recipes = {r.name: r for r in cfg.recipes}
+    tags = sorted({n.split("-", 1)[1] for n in recipes}, key=lambda t: (t[0] != "s", int(t[1:])))  # rule's order
+    verdicts = []
+    for tag in tags:
+        pair = [recipes[f"db-{tag}"], recipes[f"cdl-{tag}"]]
+        db = pair[0]
+        print(f"\n## {tag}: {db.steps} steps, lr {db.lr:g}, latents {db.latents}, {db.num_class_images} class images\n")
+        sub = cfg.model_copy(update={"recipes": pair})
+        s = summarize(args.run, sub)
+        print_summary(s)
+        own, other = cross(args.run, sub, db.name)
+        clean = sum(own) / len(own)
+        xrate = sum(other) / len(other)
+        worst = max(r[s["prior"]] for r in s["rows"] if r.get(s["prior"]) is not None)
+        ok = clean >= FLOOR and xrate <= CROSS and worst <= MAX_SHARE
+        verdicts.append((tag, ok, clean, xrate, worst))
+        print(f"\nclean DreamBooth {clean:.3f} verified, {xrate:.3f} against the next subject; largest prior share "
+              f"{worst:.3f}: {'qualifies' if ok else 'does not qualify'}")
+    print("\n## The rule\n\n| candidate | clean verified | cross-subject | largest prior share | qualifies |\n|---|---|---|---|---|")
+    for tag, ok, clean, xrate, worst in verdicts:
+        print(f"| {tag} | {clean:.3f} | {xrate:.3f} | {worst:.3f} | {'yes' if ok else 'no'} |")
+    qualified = [v for v in verdicts if v[1]]
+    if qualified:
+        print(f"\nchosen: {qualified[0][0]} (the first that qualifies: sample latents before cached, then fewest steps)")
+    else:
+        best = max(verdicts, key=lambda v: v[2])
+        print(f"\nnone qualifies; chosen: {best[0]} (the highest clean DreamBooth verified share; the rule's floor is missed)")
+
+
+if __name__ == "__main__":
+    main()
