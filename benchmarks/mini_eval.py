@@ -45,19 +45,22 @@ def main() -> None:
 
 def print_summary(s: dict) -> None:
     ids, metrics = s["identities"], list(s["metrics"])
-    cols = metrics + ([s["prior"]] if s.get("prior") else [])
+    cols = metrics + [s[k] for k in ("prior", "prior_refs", "copy") if s.get(k)]
     print(f"{len(ids)} subjects x {s['seeds']} seeds x {s['samples']} samples per cell; prior: share of samples "
-          f"verified as one of the cell's class images (#31 asks <= {MAX_SHARE:.0%} everywhere)\n")
+          "verified as one of the cell's class images; prior_refs: the same for the subject's own clean photos (the "
+          "chance level); copy: pixel near-copies of a class image (bench/prior.py; "
+          f"<= {MAX_SHARE:.0%} asked everywhere)\n")
     print("| protection | red team | " + " | ".join(c.split("[")[0] for c in cols) + " |")
     print("|---|---|" + "---|" * len(cols))
     for r in s["rows"]:
         key = lambda c: s["metrics"].get(c, c)  # noqa: E731
         print(f"| {r['protection']} | {r['red_team']} | "
               + " | ".join(f"{r[key(c)]:.3f}" if r.get(key(c)) is not None else "-" for c in cols) + " |")
-    worst = max((r[s["prior"]] for r in s["rows"] if s.get("prior") and r.get(s["prior"]) is not None), default=None)
-    if worst is not None:
-        print(f"\nlargest prior share of any cell: {worst:.3f} ({'within' if worst <= MAX_SHARE else 'OVER'} "
-              f"{MAX_SHARE:.0%})")
+    for k in ("prior", "copy"):
+        worst = max((r[s[k]] for r in s["rows"] if s.get(k) and r.get(s[k]) is not None), default=None)
+        if worst is not None:
+            print(f"\nlargest {k} share of any cell: {worst:.3f} ({'within' if worst <= MAX_SHARE else 'OVER'} "
+                  f"{MAX_SHARE:.0%})")
     for m in metrics:
         print(f"\n**{m}**: gap (clean - protected) and red-team gain (red - protected) per subject\n")
         print("| protection | red team | " + " | ".join(i.removeprefix("subject") for i in ids) + " | mean [95 % CI] | recovered [95 % CI] |")

@@ -39,12 +39,12 @@ def main() -> None:
         own, other = cross(args.run, sub, db.name)
         clean = sum(own) / len(own)
         xrate = sum(other) / len(other)
-        worst = max(r[s["prior"]] for r in s["rows"] if r.get(s["prior"]) is not None)
+        worst = max(r[s["copy"]] for r in s["rows"] if r.get(s["copy"]) is not None)
         ok = clean >= FLOOR and xrate <= CROSS and worst <= MAX_SHARE
         verdicts.append((tag, ok, clean, xrate, worst))
-        print(f"\nclean DreamBooth {clean:.3f} verified, {xrate:.3f} against the next subject; largest prior share "
+        print(f"\nclean DreamBooth {clean:.3f} verified, {xrate:.3f} against the next subject; largest copy share "
               f"{worst:.3f}: {'qualifies' if ok else 'does not qualify'}")
-    print("\n## The rule\n\n| candidate | clean verified | cross-subject | largest prior share | qualifies |\n|---|---|---|---|---|")
+    print("\n## The rule\n\n| candidate | clean verified | cross-subject | largest copy share | qualifies |\n|---|---|---|---|---|")
     for tag, ok, clean, xrate, worst in verdicts:
         print(f"| {tag} | {clean:.3f} | {xrate:.3f} | {worst:.3f} | {'yes' if ok else 'no'} |")
     qualified = [v for v in verdicts if v[1]]

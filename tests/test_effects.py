@@ -137,11 +137,14 @@ def test_paired_ablation_and_resolved_by_hand():
 
 
 def test_class_image_share_counts_samples_that_are_a_prior_image(tmp_path):
-    """A cell whose samples are photos of the toy in its class images is a memorised prior (share 1); photos of
-    another toy are not (share 0); a cell trained without a prior has no row. Real mini identity encoder."""
+    """A cell whose samples are its class images is a memorised prior (prior and copy shares 1); photos of a toy
+    outside the class set are no copies; a cell trained without a prior has no row; the chance level is the same
+    share for the subject's own photos. Real mini identity encoder."""
     import json
 
-    from cloakbench.bench.prior import class_image_rows
+    import torch
+
+    from cloakbench.bench.prior import MIN_COPY_SET, class_image_rows, copy_threshold
     from cloakbench.images import save_images
     from cloakbench.models.mini import world
 
@@ -154,17 +157,49 @@ def test_class_image_share_counts_samples_that_are_a_prior_image(tmp_path):
             save_images(images, folder, [f"{i:03d}" for i in range(len(images))])
         (folder / "DONE.json").write_text(json.dumps({"spec": {"kind": kind, **spec}}))
 
-    calib = world.calibration_subjects()
-    stage("class_images", "c" * 64, {"params": {"seed": 0, "n": 4}, "inputs": {}}, world.photos(calib[0], 4, seed=7))
-    for name, subject, classes in (("memorised", calib[0], "c" * 64), ("learned", calib[1], "c" * 64),
-                                   ("no-prior", calib[0], None)):
+    classes = torch.cat([world.photos(s, 1, seed=7) for s in world.calibration_subjects()])  # 60 toys, one each
+    assert len(classes) >= MIN_COPY_SET and 0 < copy_threshold(classes) < 0.2 and copy_threshold(classes[:4]) is None
+    outsider = world.photos(world.EVALUATION[0], 6, seed=8)
+    stage("class_images", "c" * 64, {"params": {"seed": 0, "n": 60}, "inputs": {}}, classes)
+    for name, samples, prior in (("memorised", classes[:6], "c" * 64), ("learned", outsider, "c" * 64),
+                                 ("no-prior", classes[:6], None)):
         h = name.ljust(64, "0")
-        stage("train", "t" + h, {"params": {}, "inputs": {"instances": "x", **({"classes": classes} if classes else {})}})
-        stage("sample", "s" + h, {"params": {}, "inputs": {"model": "t" + h}}, world.photos(subject, 6, seed=8))
+        stage("train", "t" + h, {"params": {}, "inputs": {"instances": "x", **({"classes": prior} if prior else {})}})
+        stage("sample", "s" + h, {"params": {}, "inputs": {"model": "t" + h}}, samples)
         stage("evaluate", "e" + h, {"params": {}, "inputs": {"images": "s" + h},
-                                    "labels": {"identity": "subject1", "protection": "none", "purification": "none",
+                                    "labels": {"identity": "subject7", "protection": "none", "purification": "none",
                                                "recipe": name, "qes": 0, "seed": 0}})
-    rows = {r["recipe"]: r for r in class_image_rows(tmp_path / "run")}
-    assert set(rows) == {"memorised", "learned"}
-    assert rows["memorised"]["value"] == 1.0 and rows["learned"]["value"] == 0.0
-    assert rows["memorised"]["metric"] == "prior[mini]" and rows["memorised"]["n_class_images"] == 4
+    rows = {(r["recipe"], r["metric"]): r["value"] for r in class_image_rows(tmp_path / "run",
+                                                                             references={"subject7": outsider[:4]})}
+    assert {k[0] for k in rows} == {"memorised", "learned"}
+    assert rows[("memorised", "prior[mini]")] == rows[("memorised", "copy[px]")] == 1.0
+    assert rows[("learned", "copy[px]")] == 0.0  # drawing a toy is not copying a class image
+    # the chance level: the subject's own photos score as its perfect samples would
+    assert rows[("learned", "prior_refs[mini]")] is not None and rows[("learned", "prior[mini]")] < 1.0
+
+
+def test_demo_tables_print_only_resolved_recoveries():
+    """#31 item 6: a recovery whose interval cannot tell 0 % from 50 % is printed as "not measured", with the
+    reason and the command that measures it; a narrow one as its number; nothing is wider than 80 columns."""
+    from rich.console import Console
+
+    from cloakbench.minilab.demo import tables
+
+    wide = {"mean": 0.0, "ci": [-0.5, 0.5], "n": 2, "resolved": False}
+    narrow = {"mean": 0.62, "ci": [0.48, 0.78], "n": 8, "resolved": True}
+    gap = {"mean": 0.5, "ci": [0.4, 0.6], "same_sign": 8, "n": 8}
+    summary = {"identities": ["a", "b"], "seeds": 1, "samples": 4, "metrics": {"verified": "verified[mini]"},
+               "rows": [{"protection": "none", "red_team": "none", "verified[mini]": 0.7, "copy[px]": 0.0,
+                         "prior_refs[mini]": 0.1}],
+               "effects": [{"protection": "advdm", "red_team": "none", "verified": gap},
+                           {"protection": "advdm", "red_team": "CodeSR", "verified": narrow},
+                           {"protection": "advdm", "red_team": "CodeSR + CDL + QES", "verified": wide}]}
+    console = Console(width=80, record=True, force_terminal=False)
+    for t in tables(summary):
+        console.print(t)
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    flat = " ".join(text.split())
+    assert "62% [48, 78]" in flat and "not measured" in flat and "0% [-50, 50]" not in flat
+    assert "cloakbench demo --full" in flat and "mean[red - prot]" in flat  # brackets survive rich markup
+    assert "copy" in flat and "prior_refs" not in flat

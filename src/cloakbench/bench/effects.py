@@ -112,8 +112,9 @@ def paired(cells: Cells, metric: str, protection: str, team: str, baseline: str)
 
 
 # The paper's Table 4 (docs/PAPER.md): each module's paired effect, (team, baseline) on the same protection.
+# ("CDL", "CodeSR") compares the two single modules directly (the paper: CDL is the strongest).
 ABLATIONS = (("CodeSR + CDL + QES", "CodeSR"), ("CDL", "none"), ("CDL + QES", "none"), ("CodeSR + CDL", "CodeSR"),
-             ("CodeSR", "none"))
+             ("CodeSR", "none"), ("CDL", "CodeSR"), ("CodeSR + CDL + QES", "CodeSR + CDL"))
 
 # A recovered share is shown only when its 95 % interval is narrower than this (in units of the gap): narrower
 # than 0.5 tells a red team that recovers nothing from one that recovers half (#31 item 6); wider, the

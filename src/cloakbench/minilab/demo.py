@@ -27,6 +27,7 @@ CONFIG = Path(__file__).with_name("mini-paper.yaml")
 FULL_CONFIG = Path(__file__).with_name("mini-eval.yaml")
 IDENTITY = ("verified", "ism")  # identity metric prefixes, the first is the headline (share of samples verified)
 QUALITY = ("clip_iqac",)
+PRIOR = ("prior", "prior_refs", "copy")  # the class-image shares of each cell (bench/prior.py)
 ORDER = ["none", "JPEG", "GrIDPure", "CodeSR", "CDL", "CDL + QES", "CodeSR + CDL", "CodeSR + CDL + QES"]
 
 
@@ -47,12 +48,16 @@ def summarize(run_dir: str | Path, cfg) -> dict[str, Any]:
     (``prior[<backend>]``, :mod:`cloakbench.bench.prior`). The demo and benchmarks/mini_eval.py print this."""
     from ..bench.effects import ABLATIONS, gap, paired, per_identity, recovery, resolved
     from ..bench.prior import class_image_rows
+    from ..bench.runner import identities, identity_files
     from ..bench.store import read_rows
+    from ..images import read_images
 
     raw = read_rows(Path(run_dir) / "results.sqlite")
     verified = next((m for m in cfg.metrics if m.split("[")[0] == IDENTITY[0]), None)
     if verified is not None:
-        raw = raw + class_image_rows(run_dir, verified)
+        refs = {ident: read_images(identity_files(cfg, ident)[1], cfg.resolution, min_size=None).images
+                for ident in identities(cfg)}
+        raw = raw + class_image_rows(run_dir, verified, refs)
     cells = per_identity(raw, team_of(cfg))
     metrics = sorted({m for ms in cells.values() for m in ms})
     named = {p: next((m for m in metrics if m.split("[")[0] == p), None) for p in IDENTITY + QUALITY}
@@ -78,7 +83,7 @@ def summarize(run_dir: str | Path, cfg) -> dict[str, Any]:
     identities = {i for ms in cells.values() for v in ms.values() for i in v}
     return {"metrics": {k: v for k, v in named.items() if v}, "identities": sorted(identities), "seeds": len(cfg.seeds),
             "samples": cfg.sampling.n, "rows": rows, "effects": effects, "ablations": ablations,
-            "prior": next((m for m in metrics if m.split("[")[0] == "prior"), None)}
+            **{k: next((m for m in metrics if m.split("[")[0] == k), None) for k in PRIOR}}
 
 
 def run_demo(out: str | Path, *, config: str | Path = CONFIG, progress: Callable | None = None,
@@ -128,7 +133,7 @@ def run_demo(out: str | Path, *, config: str | Path = CONFIG, progress: Callable
     return summary
 
 
-SHORT = {"verified": "verified", "ism": "ISM", "fdfr": "FDFR", "clip_iqac": "IQA", "prior": "prior"}
+SHORT = {"verified": "verified", "ism": "ISM", "fdfr": "FDFR", "clip_iqac": "IQA", "copy": "copy"}
 UNRESOLVED = "not measured"  # a recovered share whose 95 % interval is too wide (bench.effects.resolved)
 
 
@@ -141,12 +146,12 @@ def tables(summary: dict[str, Any]) -> list:
     from ..bench.effects import RESOLVED_WIDTH
 
     n = len(summary["identities"])
-    cols = sorted({k for r in summary["rows"] for k in r if "[" in k},
-                  key=lambda c: list(SHORT).index(c.split("[")[0]) if c.split("[")[0] in SHORT else 99)
+    cols = sorted({k for r in summary["rows"] for k in r if k.split("[")[0] in SHORT},
+                  key=lambda c: list(SHORT).index(c.split("[")[0]))
     means = Table(title=f"DreamBooth samples: mean of {n} subject(s) x {summary['seeds']} seed(s) x {summary['samples']} "
                         "samples per cell",
                   caption=escape("verified: share of samples the identity encoder verifies as the subject; IQA: "
-                                 "CLIP-IQAC[mini]; prior: share verified as one of the cell's class images"))
+                                 "CLIP-IQAC[mini]; copy: share that are pixel near-copies of a class image"))
     for c in ("protection", "red team", *(SHORT.get(c.split("[")[0], c) for c in cols)):
         means.add_column(escape(c), justify="left" if c in ("protection", "red team") else "right")
     for r in summary["rows"]:
