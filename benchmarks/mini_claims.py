@@ -57,13 +57,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path)
     ap.add_argument("config", type=Path)
+    ap.add_argument("--also", type=Path, action="append", default=[],
+                    help="another run folder holding part of the same grid (e.g. the other seed, run in parallel)")
     ap.add_argument("more", type=Path, nargs="*")
     args = ap.parse_args()
     cfg = load_config(args.config)
     recipes = {r.name: r for r in cfg.recipes}
     for extra in args.more:
         recipes |= {r.name: r for r in load_config(extra).recipes if r.name not in recipes}
-    s = summarize(args.run, cfg.model_copy(update={"recipes": list(recipes.values())}))
+    s = summarize([args.run, *args.also], cfg.model_copy(update={"recipes": list(recipes.values())}))
     protections = sorted({e["protection"] for e in s["effects"]})
     effects = {(e["protection"], e["red_team"]): e for e in s["effects"]}
     pairs = {(a["protection"], a["team"], a["baseline"]): a for a in s["ablations"]}

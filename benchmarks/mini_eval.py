@@ -28,6 +28,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path)
     ap.add_argument("config", type=Path)
+    ap.add_argument("--also", type=Path, action="append", default=[],
+                    help="another run folder holding part of the same grid (e.g. the other seed, run in parallel)")
     ap.add_argument("more", type=Path, nargs="*", help="configs of grids added into RUN (their recipes)")
     ap.add_argument("--cross", action="store_true")
     args = ap.parse_args()
@@ -37,10 +39,11 @@ def main() -> None:
         recipes |= {r.name: r for r in load_config(extra).recipes if r.name not in recipes}
     cfg = cfg.model_copy(update={"recipes": list(recipes.values())})
     if args.cross:
-        own, other = cross(args.run, cfg, "dreambooth")
+        pairs = [cross(run, cfg, "dreambooth") for run in [args.run, *args.also]]
+        own, other = [v for o, _ in pairs for v in o], [v for _, x in pairs for v in x]
         print(f"clean DreamBooth, {len(own)} cells: verified against the subject's references {sum(own) / len(own):.3f}, "
               f"against the next subject's {sum(other) / len(other):.3f}\n")
-    print_summary(summarize(args.run, cfg))
+    print_summary(summarize([args.run, *args.also], cfg))
 
 
 def print_summary(s: dict) -> None:

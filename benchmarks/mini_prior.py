@@ -26,6 +26,7 @@ def main() -> None:
     ap.add_argument("config", type=Path)
     args = ap.parse_args()
     cfg = load_config(args.config)
+    chance(args.run)
     recipes = {r.name: r for r in cfg.recipes}
     tags = sorted({n.split("-", 1)[1] for n in recipes}, key=lambda t: (t[0] != "s", int(t[1:])))  # rule's order
     verdicts = []
@@ -53,6 +54,24 @@ def main() -> None:
     else:
         best = max(verdicts, key=lambda v: v[2])
         print(f"\nnone qualifies; chosen: {best[0]} (the highest clean DreamBooth verified share; the rule's floor is missed)")
+
+
+def chance(run: Path) -> None:
+    """How often photos of the 60 calibration subjects (8 each; never the development or evaluation subjects) are
+    verified as one of the run's class images, and as one of its first 4: the identity test's chance level."""
+    from cloakbench.bench.prior import embeddings, share
+    from cloakbench.images import read_images
+    from cloakbench.metrics import create_metric
+    from cloakbench.models.mini import world
+
+    face = create_metric("verified[mini]").face
+    for folder in sorted((run / "artifacts").glob("class_images-*")):
+        refs = embeddings(face, read_images(sorted(folder.glob("*.png")), None, min_size=None).images)
+        photos = [world.photos(s, 8, seed=9) for s in world.calibration_subjects()]
+        every = sum(share(face, x, refs) for x in photos) / len(photos)
+        four = sum(share(face, x, refs[:4]) for x in photos) / len(photos)
+        print(f"{folder.name}: calibration photos verified as one of its {len(refs)} class images {every:.3f}, "
+              f"as one of the first 4 {four:.3f}")
 
 
 if __name__ == "__main__":

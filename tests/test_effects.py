@@ -97,7 +97,8 @@ def test_recipe_qes_samples_only_that_recipe_and_keeps_old_grid_hashes(tmp_path)
     specs, _ = plan(load_config(path))
     evals = [s.labels for s in specs if s.kind == "evaluate"]
     assert {e["qes"] for e in evals if e["recipe"] == "dreambooth"} == {0}
-    assert {e["qes"] for e in evals if e["recipe"] == "dreambooth-cdl"} == {1}
+    # CodeSR + CDL sampled as DiffShortcut's infer() (the suffix, no negative prompt) and with QES (#31)
+    assert {e["qes"] for e in evals if e["recipe"] == "dreambooth-cdl"} == {0, 1}
     protected = ["advdm@16/255", "aspl@16/255"]
     assert {(e["protection"], e["purification"], e["recipe"]) for e in evals} == {("none", "none", "dreambooth")} | {
         (p, pur, recipe) for p in protected

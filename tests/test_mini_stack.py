@@ -78,7 +78,7 @@ def test_demo_command_on_a_reduced_grid(tmp_path):
 
     cfg = yaml.safe_load((ROOT / "configs" / "mini-paper.yaml").read_text())
     assert len(cfg["data"]["world"]["subjects"]) >= 2  # the demo's intervals are over subjects
-    assert all(world.subject(s).held_out for s in cfg["data"]["world"]["subjects"])
+    assert set(cfg["data"]["world"]["subjects"]) <= set(world.EVALUATION)  # claims' pool: nothing fitted on them
     cfg["protections"] = [{"method": "none"}, {"method": "advdm", "steps": 2}]
     for r in cfg["recipes"]:
         r.update(steps=2, num_class_images=2, class_steps=2)
@@ -95,13 +95,16 @@ def test_demo_command_on_a_reduced_grid(tmp_path):
     assert "…" not in res.output  # no header or cell cut to fit
     summary = json.loads((tmp_path / "run" / "demo.json").read_text())
     teams = {(r["protection"], r["red_team"]) for r in summary["rows"]}
-    assert teams == {("none", "none"), ("advdm", "none"), ("advdm", "CodeSR"), ("advdm", "CodeSR + CDL + QES")}
+    assert teams == {("none", "none"), ("advdm", "none"), ("advdm", "CodeSR + CDL + QES")}
+    # every cell trained with a prior reports how often its samples are one of its class images (#31)
+    assert all(r.get("prior[mini]") is not None and r.get("prior_refs[mini]") is not None for r in summary["rows"])
     assert summary["metrics"] == {"verified": "verified[mini]", "ism": "ism[mini]", "clip_iqac": "clip_iqac[mini]"}
     assert len(summary["identities"]) == 2
     gap = next(e for e in summary["effects"] if e["protection"] == "advdm" and e["red_team"] == "none")
     assert gap["verified"]["n"] == 2 and len(gap["verified"]["ci"]) == 2 and "same_sign" in gap["verified"]
     full = next(e for e in summary["effects"] if e["red_team"] == "CodeSR + CDL + QES")
     assert full["clip_iqac"] is not None and full["clip_iqac"]["n"] == 2
+    assert "resolved" in full["verified"]  # the rule that prints a recovery or "not measured"
     html = (tmp_path / "run" / "report.html").read_text()
     assert 'class="grid px"' in html and "width:96px" in html  # 32 px samples shown at 96 px, crisp
     assert (tmp_path / "run" / "analysis" / "misalignment.json").is_file()

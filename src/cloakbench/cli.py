@@ -656,8 +656,9 @@ def mini_validate(folder: Path = typer.Argument(None, help="Weights folder (defa
 def demo(
     out: Path = typer.Option(Path("cloakbench-demo"), "--out", help="Run folder (rerun to resume)."),
     config: Path = typer.Option(None, help="Mini bench YAML (default: the shipped mini-paper.yaml)."),
-    full: bool = typer.Option(False, "--full", help="Run mini-eval.yaml: 8 held-out subjects x 2 seeds, AdvDM and "
-                              "ASPL at the mini default 16/255, CodeSR and the full red-team (about 55 minutes on 2 cores)."),
+    full: bool = typer.Option(False, "--full", help="Run mini-eval.yaml: the 8 evaluation subjects x 2 seeds, AdvDM "
+                              "and ASPL at the mini default 16/255, CodeSR, CodeSR + CDL and the full red team (about "
+                              "1.5 hours on 2 cores)."),
 ) -> None:
     """The paper's protocol on the mini stack in minutes on a CPU: gap, recovery, analysis and report.html."""
     from .minilab.demo import CONFIG, FULL_CONFIG, run_demo, tables

@@ -40,24 +40,26 @@ def team_of(cfg) -> Callable[[Mapping[str, Any]], str]:
     return lambda row: team_name(row["purification"], cdl[row["recipe"]], bool(row["qes"])) if row["recipe"] in cdl else None
 
 
-def summarize(run_dir: str | Path, cfg) -> dict[str, Any]:
+def summarize(run_dir: str | Path | list, cfg) -> dict[str, Any]:
     """Cell means over identities (seeds averaged within an identity), each protection's gap and each
     red-team's recovered share for the identity and quality metrics, with 95 % bootstrap intervals over
     identities (:mod:`cloakbench.bench.effects`); the paper's Table 4 ablations as paired differences with
     their intervals (``paired``); and per cell the share of samples that are one of its class images
-    (``prior[<backend>]``, :mod:`cloakbench.bench.prior`). The demo and benchmarks/mini_eval.py print this."""
+    (``prior[<backend>]``, :mod:`cloakbench.bench.prior`). The demo and benchmarks/mini_eval.py print this.
+    ``run_dir`` may be a list of run folders that each ran part of the grid (e.g. one seed each, in parallel)."""
     from ..bench.effects import ABLATIONS, gap, paired, per_identity, recovery, resolved
     from ..bench.prior import class_image_rows
     from ..bench.runner import identities, identity_files
     from ..bench.store import read_rows
     from ..images import read_images
 
-    raw = read_rows(Path(run_dir) / "results.sqlite")
+    runs = [Path(r) for r in run_dir] if isinstance(run_dir, (list, tuple)) else [Path(run_dir)]
+    raw = [row for run in runs for row in read_rows(run / "results.sqlite")]
     verified = next((m for m in cfg.metrics if m.split("[")[0] == IDENTITY[0]), None)
     if verified is not None:
         refs = {ident: read_images(identity_files(cfg, ident)[1], cfg.resolution, min_size=None).images
                 for ident in identities(cfg)}
-        raw = raw + class_image_rows(run_dir, verified, refs)
+        raw = raw + [row for run in runs for row in class_image_rows(run, verified, refs)]
     cells = per_identity(raw, team_of(cfg))
     metrics = sorted({m for ms in cells.values() for m in ms})
     named = {p: next((m for m in metrics if m.split("[")[0] == p), None) for p in IDENTITY + QUALITY}
