@@ -13,24 +13,22 @@ and is not resolved otherwise. Identity is the verified share (``verified[mini]`
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
+from mini_eval import arguments  # benchmarks/ (this script's folder) is on sys.path
 
-from cloakbench.bench import load_config
 from cloakbench.minilab.demo import summarize
 
-# (claim, the paper's figure, kind, protection label, team, baseline); kind "gap" | "paired" | "recovery"
+# (claim, the paper's figure, kind, team, baseline); kind "gap" | "paired" | "recovery"
 CLAIMS = [
-    ("the protection lowers identity (clean - protected)", "ASPL: IMS -0.13 -> -0.67 (Table 1)", "gap", "{p}", None, None),
-    ("CodeSR alone adds identity (CodeSR - none)", "ASPL: IMS +0.056 (Table 4)", "paired", "{p}", "CodeSR", "none"),
-    ("CDL alone adds identity (CDL - none)", "ASPL: IMS +0.431 (Table 4)", "paired", "{p}", "CDL", "none"),
-    ("CDL + QES adds identity (CDL + QES - none)", "not reported", "paired", "{p}", "CDL + QES", "none"),
-    ("CDL is stronger than CodeSR (CDL - CodeSR)", "ASPL: IMS +0.375 (Table 4)", "paired", "{p}", "CDL", "CodeSR"),
-    ("CDL adds to CodeSR (CodeSR + CDL - CodeSR)", "not reported (QES always on)", "paired", "{p}", "CodeSR + CDL", "CodeSR"),
-    ("the full red team beats CodeSR alone (CodeSR + CDL + QES - CodeSR)", "ASPL: IMS +0.471 (Table 4)", "paired", "{p}",
+    ("the protection lowers identity (clean - protected)", "ASPL: IMS -0.13 -> -0.67 (Table 1)", "gap", None, None),
+    ("CodeSR alone adds identity (CodeSR - none)", "ASPL: IMS +0.056 (Table 4)", "paired", "CodeSR", "none"),
+    ("CDL alone adds identity (CDL - none)", "ASPL: IMS +0.431 (Table 4)", "paired", "CDL", "none"),
+    ("CDL + QES adds identity (CDL + QES - none)", "not reported", "paired", "CDL + QES", "none"),
+    ("CDL is stronger than CodeSR (CDL - CodeSR)", "ASPL: IMS +0.375 (Table 4)", "paired", "CDL", "CodeSR"),
+    ("CDL adds to CodeSR (CodeSR + CDL - CodeSR)", "not reported", "paired", "CodeSR + CDL", "CodeSR"),
+    ("the full red team beats CodeSR alone (CodeSR + CDL + QES - CodeSR)", "ASPL: IMS +0.471 (Table 4)", "paired",
      "CodeSR + CDL + QES", "CodeSR"),
     ("the full red team recovers >= half of the gap", "ASPL: IMS 0.09 vs clean -0.13: all of it (Table 1)", "recovery",
-     "{p}", "CodeSR + CDL + QES", None),
+     "CodeSR + CDL + QES", None),
 ]
 
 
@@ -54,25 +52,15 @@ def fmt(kind: str, v: dict | None) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("run", type=Path)
-    ap.add_argument("config", type=Path)
-    ap.add_argument("--also", type=Path, action="append", default=[],
-                    help="another run folder holding part of the same grid (e.g. the other seed, run in parallel)")
-    ap.add_argument("more", type=Path, nargs="*")
-    args = ap.parse_args()
-    cfg = load_config(args.config)
-    recipes = {r.name: r for r in cfg.recipes}
-    for extra in args.more:
-        recipes |= {r.name: r for r in load_config(extra).recipes if r.name not in recipes}
-    s = summarize([args.run, *args.also], cfg.model_copy(update={"recipes": list(recipes.values())}))
+    args, cfg = arguments(__doc__.splitlines()[0])
+    s = summarize([args.run, *args.also], cfg)
     protections = sorted({e["protection"] for e in s["effects"]})
     effects = {(e["protection"], e["red_team"]): e for e in s["effects"]}
     pairs = {(a["protection"], a["team"], a["baseline"]): a for a in s["ablations"]}
     print(f"{len(s['identities'])} evaluation subjects x {s['seeds']} seeds x {s['samples']} samples per cell; "
           "verified share (ISM beside it), 95 % bootstrap interval over subjects, subjects with the mean's sign\n")
     print("| claim | paper | protection | mini: verified | mini: ISM | verdict (verified) |\n|---|---|---|---|---|---|")
-    for claim, paper, kind, _, team, base in CLAIMS:
+    for claim, paper, kind, team, base in CLAIMS:
         for p in protections:
             if kind == "gap":
                 row = effects.get((p, "none"), {})

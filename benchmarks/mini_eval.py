@@ -24,20 +24,27 @@ from cloakbench.bench.prior import MAX_SHARE
 from cloakbench.minilab.demo import summarize
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(description: str, extra=lambda ap: None) -> tuple[argparse.Namespace, object]:
+    """The command line of the mini analysis scripts: RUN, the grid's CONFIG, the configs of grids added into RUN
+    (their recipes name the rows) and ``--also`` run folders holding other parts of the grid; returns the
+    parsed arguments and the config with every recipe."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("run", type=Path)
     ap.add_argument("config", type=Path)
     ap.add_argument("--also", type=Path, action="append", default=[],
                     help="another run folder holding part of the same grid (e.g. the other seed, run in parallel)")
     ap.add_argument("more", type=Path, nargs="*", help="configs of grids added into RUN (their recipes)")
-    ap.add_argument("--cross", action="store_true")
+    extra(ap)
     args = ap.parse_args()
     cfg = load_config(args.config)
     recipes = {r.name: r for r in cfg.recipes}
-    for extra in args.more:  # recipes of the added grids, so each row gets its red-team's name
-        recipes |= {r.name: r for r in load_config(extra).recipes if r.name not in recipes}
-    cfg = cfg.model_copy(update={"recipes": list(recipes.values())})
+    for path in args.more:  # recipes of the added grids, so each row gets its red-team's name
+        recipes |= {r.name: r for r in load_config(path).recipes if r.name not in recipes}
+    return args, cfg.model_copy(update={"recipes": list(recipes.values())})
+
+
+def main() -> None:
+    args, cfg = arguments(__doc__.splitlines()[0], lambda ap: ap.add_argument("--cross", action="store_true"))
     if args.cross:
         pairs = [cross(run, cfg, "dreambooth") for run in [args.run, *args.also]]
         own, other = [v for o, _ in pairs for v in o], [v for _, x in pairs for v in x]

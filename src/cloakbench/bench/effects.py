@@ -58,20 +58,25 @@ def _aligned(*series: Mapping[str, float]) -> tuple[list[str], list[np.ndarray]]
     return ids, [np.array([s[i] for i in ids]) for s in series]
 
 
-def gap(cells: Cells, metric: str, protection: str) -> dict[str, Any] | None:
-    """``M(clean) - M(protection)`` per identity, its mean, 95 % interval and how many identities agree in sign
-    with the mean; None when either cell is missing."""
-    clean, prot = cells.get(("none", "none"), {}).get(metric), cells.get((protection, "none"), {}).get(metric)
-    if not clean or not prot:
+def difference(cells: Cells, metric: str, a: tuple[str, str], b: tuple[str, str]) -> dict[str, Any] | None:
+    """``M(a) - M(b)`` of two cells per identity, its mean, 95 % bootstrap interval over identities and how many
+    identities agree in sign with the mean; None when either cell is missing."""
+    x, y = cells.get(a, {}).get(metric), cells.get(b, {}).get(metric)
+    if not x or not y:
         return None
-    ids, (c, p) = _aligned(clean, prot)
+    ids, (u, v) = _aligned(x, y)
     if not ids:
         return None
-    d = c - p
+    d = u - v
     mean = float(d.mean())
     lo, hi = bootstrap(lambda i: float(d[i].mean()), len(d))
     return {"mean": mean, "ci": [lo, hi], "same_sign": int((np.sign(d) == np.sign(mean)).sum()), "n": len(d),
             "per_identity": dict(zip(ids, d.round(4).tolist()))}
+
+
+def gap(cells: Cells, metric: str, protection: str) -> dict[str, Any] | None:
+    """The protection's gap ``M(clean) - M(protection)`` (:func:`difference`)."""
+    return difference(cells, metric, ("none", "none"), (protection, "none"))
 
 
 def recovery(cells: Cells, metric: str, protection: str, team: str) -> dict[str, Any] | None:
@@ -95,20 +100,9 @@ def recovery(cells: Cells, metric: str, protection: str, team: str) -> dict[str,
 
 
 def paired(cells: Cells, metric: str, protection: str, team: str, baseline: str) -> dict[str, Any] | None:
-    """``M(protection, team) - M(protection, baseline)`` per identity (the paper's Table 4 ablations: a module's
-    effect is this difference with the rest fixed, e.g. CodeSR + CDL + QES - CodeSR), its mean, 95 % bootstrap
-    interval over identities and how many identities agree in sign with the mean; None when a cell is missing."""
-    a, b = cells.get((protection, team), {}).get(metric), cells.get((protection, baseline), {}).get(metric)
-    if not a or not b:
-        return None
-    ids, (x, y) = _aligned(a, b)
-    if not ids:
-        return None
-    d = x - y
-    mean = float(d.mean())
-    lo, hi = bootstrap(lambda i: float(d[i].mean()), len(d))
-    return {"mean": mean, "ci": [lo, hi], "same_sign": int((np.sign(d) == np.sign(mean)).sum()), "n": len(d),
-            "per_identity": dict(zip(ids, d.round(4).tolist()))}
+    """``M(protection, team) - M(protection, baseline)`` (:func:`difference`): the paper's Table 4 ablations, a
+    module's effect with the rest fixed, e.g. CodeSR + CDL + QES - CodeSR."""
+    return difference(cells, metric, (protection, team), (protection, baseline))
 
 
 # The paper's Table 4 (docs/PAPER.md): each module's paired effect, (team, baseline) on the same protection.
