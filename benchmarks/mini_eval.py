@@ -21,7 +21,7 @@ from pathlib import Path
 
 from cloakbench.bench import load_config
 from cloakbench.bench.prior import MAX_SHARE
-from cloakbench.minilab.demo import summarize
+from cloakbench.minilab.demo import PRIOR, summarize
 
 
 def arguments(description: str, extra=lambda ap: None) -> tuple[argparse.Namespace, object]:
@@ -55,7 +55,7 @@ def main() -> None:
 
 def print_summary(s: dict) -> None:
     ids, metrics = s["identities"], list(s["metrics"])
-    cols = metrics + [s[k] for k in ("prior", "prior_refs", "copy") if s.get(k)]
+    cols = metrics + [s[k] for k in PRIOR if s.get(k)]
     print(f"{len(ids)} subjects x {s['seeds']} seeds x {s['samples']} samples per cell; prior: share of samples "
           "verified as one of the cell's class images; prior_refs: the same for the subject's own clean photos (the "
           "chance level); copy: pixel near-copies of a class image (bench/prior.py; "
