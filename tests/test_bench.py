@@ -225,6 +225,67 @@ def test_ray_executor_matches_local(smoke_cfg, tmp_path):
 
 
 @pytest.mark.data
+def test_local_workers_match_serial(smoke_cfg, tmp_path):
+    """``run_local(workers=2)``: two spawned one-thread processes give the serial run's rows (to float
+    rounding: the thread count differs) and record their thread count in every DONE.json."""
+    import json
+
+    from cloakbench.bench.executors import run_local
+    from cloakbench.bench.store import read_rows
+
+    smoke_cfg["data"]["identities"] = ["id1"]
+    smoke_cfg["protections"] = smoke_cfg["protections"][1:]
+    smoke_cfg["purifications"] = ["none", "jpeg"]
+    smoke_cfg["recipes"] = smoke_cfg["recipes"][:1]
+    cfg = load_config(_write(tmp_path, smoke_cfg))
+    Runner(cfg, tmp_path / "serial", device="cpu").execute()
+    res = run_local(Runner(cfg, tmp_path / "pool", device="cpu"), workers=2)
+    assert res == {"ran": 9, "skipped": 0}  # protect, purify, class images, 2 x (train, sample, evaluate)
+    key = ("identity", "protection", "purification", "recipe", "qes", "seed", "metric", "spec_hash")
+    serial = {tuple(r[k] for k in key): r["value"] for r in read_rows(tmp_path / "serial/results.sqlite")}
+    pool = {tuple(r[k] for k in key): r["value"] for r in read_rows(tmp_path / "pool/results.sqlite")}
+    assert serial.keys() == pool.keys() and len(serial) == 2 * 3
+    for k, v in serial.items():
+        assert (v is None and pool[k] is None) or pool[k] == pytest.approx(v, rel=1e-3, abs=1e-4), k
+    threads = {json.loads(p.read_text())["threads"] for p in (tmp_path / "pool/artifacts").glob("*/DONE.json")}
+    assert threads == {1}
+    assert run_local(Runner(cfg, tmp_path / "pool", device="cpu"), workers=2) == {"ran": 0, "skipped": 9}
+
+
+@pytest.mark.data
+def test_local_workers_keep_finished_cells_when_one_fails(smoke_cfg, tmp_path):
+    """A stage that fails in a worker is raised after the stages already running finish (nothing new
+    starts, as in the serial executor); what finished is kept, and a rerun (input fixed) does only the rest."""
+    import shutil
+
+    from cloakbench.bench.executors import run_local
+    from cloakbench.bench.store import read_rows
+
+    root = tmp_path / "faces"
+    shutil.copytree(smoke_cfg["data"]["root"], root)
+    smoke_cfg["data"]["root"] = str(root)
+    smoke_cfg["protections"] = smoke_cfg["protections"][1:]
+    smoke_cfg["purifications"] = ["none"]
+    smoke_cfg["recipes"] = smoke_cfg["recipes"][:1]
+    cfg = load_config(_write(tmp_path, smoke_cfg))
+    runner = Runner(cfg, tmp_path / "run", device="cpu")
+    bad = runner.files[next(s for s in runner.specs if s.kind == "protect"
+                            and s.labels["identity"] == "id2").inputs["images"]][0]
+    keep = bad.read_bytes()
+    bad.write_bytes(b"not a png")  # after planning: the protect stage of id2 fails when it runs
+    with pytest.raises(Exception, match="not an image"):
+        run_local(runner, workers=2)
+    kept = sorted(p.parent.name for p in (tmp_path / "run/artifacts").glob("*/DONE.json"))
+    assert kept and not any(n.startswith("protect") and n in {runner.folder(s).name for s in runner.specs
+                                                            if s.labels.get("identity") == "id2"} for n in kept)
+    assert "fail protect-" in (tmp_path / "run/bench.log").read_text()
+    bad.write_bytes(keep)
+    res = run_local(Runner(cfg, tmp_path / "run", device="cpu"), workers=2)
+    assert res["skipped"] == len(kept) and res["ran"] == len(runner.specs) - len(kept)
+    assert {r["identity"] for r in read_rows(tmp_path / "run/results.sqlite")} == {"id1", "id2"}
+
+
+@pytest.mark.data
 def test_paper_faces_plan_maps_one_to_one_onto_the_papers_tables(shared_data, tmp_path):
     """configs/paper-faces.yaml on a setabc folder of 4 identities (built from shared/data): every entry of
     Tables 1, 3 and 4 resolves to a planned cell, every planned cell fills an entry, and --dry-run prints

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from . import protocol, stages
 from .errors import CloakbenchError
-from .progress import progress_bar
+from .progress import progress_bar, quiet_libraries
 
 class CleanErrors(typer.core.TyperGroup):
     """Turn the project's own errors (:class:`~cloakbench.errors.CloakbenchError`) and missing files into a
@@ -46,18 +46,6 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at IN
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not verbose:  # the libraries' own bars would tear our rich progress display
         quiet_libraries()
-
-
-def quiet_libraries() -> None:
-    """Turn off diffusers / transformers / huggingface_hub progress bars."""
-    import importlib
-
-    for mod, fn in (("diffusers.utils.logging", "disable_progress_bar"), ("transformers.utils.logging", "disable_progress_bar"),
-                    ("huggingface_hub.utils", "disable_progress_bars")):
-        try:
-            getattr(importlib.import_module(mod), fn)()
-        except (ImportError, AttributeError):
-            pass
 
 
 @app.command()
@@ -269,6 +257,8 @@ def bench(
     address: str = typer.Option(None, help="Ray cluster address (default: start a local cluster)."),
     device: str = typer.Option(None, help="cuda / mps / cpu (default: best available)."),
     add: bool = typer.Option(False, "--add", help="Add this grid's cells to a run folder that holds another grid."),
+    workers: int = typer.Option(1, "--workers", min=1,
+                                help="local: stages run at once, in processes sharing the cores (CPU: 2 on 2 cores)."),
 ) -> None:
     """Run a grid of protect / purify / train / sample / evaluate stages; finished stages are never redone."""
     from .bench import Runner, load_config
@@ -277,6 +267,8 @@ def bench(
     chosen = executor or cfg.executor
     if chosen not in ("local", "ray"):
         raise typer.BadParameter(f"executor must be local or ray, not {chosen!r}", param_hint="--executor")
+    if chosen == "ray" and workers > 1:
+        raise typer.BadParameter("--workers is for the local executor (Ray sizes its own workers)", param_hint="--workers")
     runner = Runner(cfg, out, device=device, add=add)
     runner.check()  # refuse before the plan is printed, so --dry-run refuses what the run would
     table = Table(title=f"plan for {cfg.name} -> {out}")
@@ -310,7 +302,9 @@ def bench(
 
             result = run_ray(runner, tick, address=address)
         else:
-            result = runner.execute(tick)
+            from .bench.executors import run_local
+
+            result = run_local(runner, tick, workers=workers)
     from .bench.store import export_csv, export_parquet
 
     paths = [export_csv(runner.db, out / "results.csv")]
@@ -659,6 +653,8 @@ def demo(
     full: bool = typer.Option(False, "--full", help="Run mini-eval.yaml: the 8 evaluation subjects x 2 seeds, AdvDM "
                               "and ASPL at the mini default 16/255, CodeSR, CodeSR + CDL and the full red team (about "
                               "1.5 hours on 2 cores)."),
+    workers: int = typer.Option(None, "--workers", min=1, help="Stages run at once (default: 2 on a CPU with 2 or "
+                                "more cores, else 1); see `cloakbench bench --workers`."),
 ) -> None:
     """The paper's protocol on the mini stack in minutes on a CPU: gap, recovery, analysis and report.html."""
     from .minilab.demo import CONFIG, FULL_CONFIG, run_demo, tables
@@ -675,7 +671,8 @@ def demo(
             else:
                 bar.advance(task)
 
-        summary = run_demo(out, config=config or (FULL_CONFIG if full else CONFIG), progress=tick)
+        summary = run_demo(out, config=config or (FULL_CONFIG if full else CONFIG), progress=tick,
+                           workers=workers)
     for table in tables(summary):
         console.print(table)
     console.print(f"stages: ran {summary['stages']['ran']}, skipped {summary['stages']['skipped']}; "

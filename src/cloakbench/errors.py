@@ -24,6 +24,9 @@ class ImageError(CloakbenchError, ValueError):
         head = f"{len(self.problems)} bad image input(s):" if len(self.problems) > 1 else "bad image input:"
         super().__init__("\n".join([head, *lines]))
 
+    def __reduce__(self):  # picklable: a bench worker process sends it back to the parent
+        return type(self), (self.problems,)
+
 
 class ModelLoadError(CloakbenchError, OSError):
     """A model could not be loaded; the message names the source and how to make it available."""
@@ -49,7 +52,11 @@ class ConfigError(CloakbenchError, ValueError):
 
     def __init__(self, path: str, problems: list[str]) -> None:
         self.problems = problems
+        self.path = path
         super().__init__(f"{path}: {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems))
+
+    def __reduce__(self):
+        return type(self), (self.path, self.problems)
 
 
 class InputError(CloakbenchError, ValueError):

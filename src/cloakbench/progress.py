@@ -73,3 +73,15 @@ class LineProgress:
             total_text = "?" if t["total"] is None else f"{t['total']:g}"
             self.console.print(f"{t['description']}: {t['completed']:g}/{total_text} ({now - t['start']:.0f} s)",
                                markup=False, highlight=False)
+
+
+def quiet_libraries() -> None:
+    """Turn off diffusers / transformers / huggingface_hub progress bars (they would tear ours)."""
+    import importlib
+
+    for mod, fn in (("diffusers.utils.logging", "disable_progress_bar"), ("transformers.utils.logging", "disable_progress_bar"),
+                    ("huggingface_hub.utils", "disable_progress_bars")):
+        try:
+            getattr(importlib.import_module(mod), fn)()
+        except (ImportError, AttributeError):
+            pass

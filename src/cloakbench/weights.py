@@ -51,13 +51,16 @@ class MissingWeightError(WeightError, FileNotFoundError):
     """A needed file is not present; the message says where it is expected and how to get it."""
 
     def __init__(self, spec: WeightSpec, path: Path, reason: str = "") -> None:
-        self.spec, self.path = spec, path
+        self.spec, self.path, self.reason = spec, path, reason
         why = f" ({reason})" if reason else ""
         super().__init__(
             f"missing weight {spec.name!r}{why}: expected {path}. Get it with "
             f"`cloakbench weights fetch {spec.name}` where the network is available, or download "
             f"{spec.url} (sha256 {spec.sha256}) to that path. Needed by: {spec.used_by}."
         )
+
+    def __reduce__(self):  # picklable: a bench worker process sends it back to the parent
+        return type(self), (self.spec, self.path, self.reason)
 
 
 class ChecksumError(WeightError):

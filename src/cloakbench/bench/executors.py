@@ -1,33 +1,162 @@
-"""Executors: ``local`` (in-process, stages in order) and ``ray`` (one Ray task per stage).
+"""Executors: ``local`` (in this process, stages in order, or ``workers`` processes) and ``ray`` (one Ray
+task per stage).
 
-The Ray executor submits every stage whose upstream stages are done as a task with a fresh worker
-(``max_calls=1``) and one GPU when the cluster has GPUs; all tasks read and write the same artifact
-store and SQLite database (WAL, ``INSERT OR REPLACE``). Nothing home-made beyond that: start Ray on
-your cluster (Slurm, Kubernetes) and pass ``--address``. ``pip install 'cloakbench[ray]'``.
+Both parallel executors run the same loop (:func:`_dag`): every stage whose upstream stages are done is
+submitted; each worker runs :meth:`Runner.run_stage` against the same artifact store and SQLite database
+(WAL, ``INSERT OR REPLACE``), while this process holds the run folder's lock. When a stage fails, nothing
+new is submitted, the stages already running finish (their cells are kept), then the first error is
+raised.
+
+``local`` with ``workers > 1`` is for CPU machines: the mini models are too small for two threads to
+share one training well, and two one-thread processes do about 1.4 times the work of one two-thread
+process (2-core AMD EPYC Zen 4, benchmarks/README.md). Each worker gets ``cores // workers`` threads; the
+thread count is recorded in every stage's DONE.json, because float rounding (hence the bytes of a
+trained model) depends on it.
+
+Ray: a fresh worker per task (``max_calls=1``) and one GPU when the cluster has GPUs. Nothing home-made
+beyond that: start Ray on your cluster (Slurm, Kubernetes) and pass ``--address``.
+``pip install 'cloakbench[ray]'``.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import pickle
 import time
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from .runner import Runner
 from .spec import Spec
 
-
-def run_local(runner: Runner, progress: Callable[[Spec, str], None] | None = None) -> dict[str, int]:
-    return runner.execute(progress)
+Progress = Callable[[Spec, str], None] | None
 
 
-def _ray_stage(cfg_json: str, run_dir: str, device: str | None, spec_hash: str) -> str:
-    from .config import BenchConfig
+def cores() -> int:
+    """CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
-    runner = Runner(BenchConfig.model_validate_json(cfg_json), run_dir, device=device)
-    runner.run_stage(runner.by_hash[spec_hash])
+
+def run_local(runner: Runner, progress: Progress = None, *, workers: int = 1) -> dict[str, int]:
+    """Run the plan in this process (``workers == 1``) or in ``workers`` spawned processes."""
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if workers == 1:
+        return runner.execute(progress)
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from multiprocessing import get_context
+
+    threads = max(1, cores() // workers)
+    level = logging.getLogger().getEffectiveLevel()
+    with runner.session():
+        runner.prepare()
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
+                                 initargs=(threads, level)) as pool:
+            job = (runner.cfg.model_dump_json(), str(runner.run), runner.device, (runner.specs, runner.files))
+
+            def submit(h: str):
+                return pool.submit(_stage, job, h)
+
+            def finished(handles: list) -> Iterable:
+                done, _ = wait(handles, return_when=FIRST_COMPLETED)
+                for f in done:
+                    yield f, f.result
+            return _dag(runner, progress, submit, finished, slots=workers)
+
+
+def _init_worker(threads: int, level: int) -> None:
+    """A worker logs as its parent does (quiet library bars unless INFO) and uses ``threads`` threads."""
+    import torch
+
+    from ..progress import quiet_libraries
+
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if level > logging.INFO:
+        quiet_libraries()
+    torch.set_num_threads(threads)
+
+
+_RUNNERS: dict[tuple[str, str, str | None], Runner] = {}  # one Runner per worker process and grid
+
+
+def _stage(job: tuple, spec_hash: str) -> str:
+    """Run one stage of the parent's plan (``job``: config JSON, run folder, device, (specs, files))."""
+    cfg_json, run_dir, device, planned = job
+    key = (cfg_json, run_dir, device)
+    if key not in _RUNNERS:
+        from .config import BenchConfig
+
+        _RUNNERS[key] = Runner(BenchConfig.model_validate_json(cfg_json), run_dir, device=device, planned=planned)
+    runner = _RUNNERS[key]
+    try:
+        runner.run_stage(runner.by_hash[spec_hash])
+    except Exception as exc:
+        try:  # the parent must be able to read the error back, or the whole pool breaks
+            pickle.loads(pickle.dumps(exc))
+        except Exception:  # noqa: BLE001
+            raise RuntimeError(f"{runner.by_hash[spec_hash].folder_name}: {type(exc).__name__}: {exc}\n"
+                               + traceback.format_exc()) from None
+        raise
     return spec_hash
 
 
-def run_ray(runner: Runner, progress: Callable[[Spec, str], None] | None = None, *, address: str | None = None,
+def _dag(runner: Runner, progress: Progress, submit: Callable[[str], Any],
+         finished: Callable[[list], Iterable], *, slots: int | None = None) -> dict[str, int]:
+    """Submit every stage whose inputs are done, in plan order, at most ``slots`` at once (None: all, the
+    scheduler queues them); ``finished(handles)`` blocks until at least one is over and yields
+    ``(handle, result)`` pairs, ``result()`` raising the stage's error."""
+    pending = {s.hash: s for s in runner.specs}
+    ran = skipped = 0
+    log = runner.run / "bench.log"
+    for s in list(pending.values()):
+        if runner.done(s):
+            skipped += 1
+            del pending[s.hash]
+            _log(log, f"skip {s.folder_name} (DONE)")
+            if progress:
+                progress(s, "skipped")
+    running: dict[Any, str] = {}
+    error: BaseException | None = None
+    while running or (pending and error is None):
+        busy = set(running.values())
+        for h, s in list(pending.items()) if error is None else ():
+            deps = [v for v in s.inputs.values() if not v.startswith("files:")]
+            if slots is not None and len(running) >= slots:
+                break
+            if all(d not in pending and d not in busy for d in deps):
+                _log(log, f"run  {s.folder_name}")
+                running[submit(h)] = h
+                busy.add(h)
+                del pending[h]
+                if progress:
+                    progress(s, "running")
+        for handle, result in finished(list(running)):
+            h = running.pop(handle)
+            try:
+                result()
+            except BaseException as exc:  # noqa: BLE001 - let the others finish, then raise the first
+                _log(log, f"fail {runner.by_hash[h].folder_name}: {type(exc).__name__}")
+                error = error or exc
+                continue
+            ran += 1
+            if progress:
+                progress(runner.by_hash[h], "done")
+    if error is not None:
+        raise error
+    return {"ran": ran, "skipped": skipped}
+
+
+def _log(path, line: str) -> None:
+    with path.open("a") as fh:
+        fh.write(f"{time.strftime('%H:%M:%S')} {line}\n")
+
+
+def run_ray(runner: Runner, progress: Progress = None, *, address: str | None = None,
             num_cpus: int | None = None) -> dict[str, int]:
     """Run the plan as Ray tasks (a local cluster when ``address`` is None)."""
     try:
@@ -35,50 +164,22 @@ def run_ray(runner: Runner, progress: Callable[[Spec, str], None] | None = None,
     except ImportError as exc:
         raise ImportError(f"the ray executor needs `pip install 'cloakbench[ray]'` ({exc})") from exc
     with runner.session():
-        return _run_ray(runner, ray, progress, address=address, num_cpus=num_cpus)
-
-
-def _run_ray(runner: Runner, ray, progress, *, address: str | None, num_cpus: int | None) -> dict[str, int]:
-    started = not ray.is_initialized()
-    if started:
-        kw = {"address": address} if address else {"num_cpus": num_cpus, "include_dashboard": False}
-        ray.init(ignore_reinit_error=True, log_to_driver=False, **kw)
-    try:
-        gpus = ray.cluster_resources().get("GPU", 0)
-        task = ray.remote(max_calls=1, num_cpus=1, num_gpus=1 if gpus else 0)(_ray_stage)
-        cfg_json = runner.cfg.model_dump_json()
-        device = None if gpus else "cpu"
-        pending = {s.hash: s for s in runner.specs}
-        ran = skipped = 0
-        log = (runner.run / "bench.log")
-        runner.art.mkdir(parents=True, exist_ok=True)
-        for s in list(pending.values()):
-            if runner.done(s):
-                skipped += 1
-                del pending[s.hash]
-                with log.open("a") as fh:
-                    fh.write(f"{time.strftime('%H:%M:%S')} skip {s.folder_name} (DONE)\n")
-                if progress:
-                    progress(s, "skipped")
-        running: dict = {}
-        while pending or running:
-            for h, s in list(pending.items()):
-                deps = [v for v in s.inputs.values() if not v.startswith("files:")]
-                if all(d not in pending and d not in {x for x in running.values()} for d in deps):
-                    with log.open("a") as fh:
-                        fh.write(f"{time.strftime('%H:%M:%S')} run  {s.folder_name}\n")
-                    running[task.remote(cfg_json, str(runner.run), device, h)] = h
-                    del pending[h]
-                    if progress:
-                        progress(s, "running")
-            ready, _ = ray.wait(list(running), num_returns=1)
-            for ref in ready:
-                h = running.pop(ref)
-                ray.get(ref)
-                ran += 1
-                if progress:
-                    progress(runner.by_hash[h], "done")
-        return {"ran": ran, "skipped": skipped}
-    finally:
+        runner.prepare()
+        started = not ray.is_initialized()
         if started:
-            ray.shutdown()
+            kw = {"address": address} if address else {"num_cpus": num_cpus, "include_dashboard": False}
+            ray.init(ignore_reinit_error=True, log_to_driver=False, **kw)
+        try:
+            gpus = ray.cluster_resources().get("GPU", 0)
+            task = ray.remote(max_calls=1, num_cpus=1, num_gpus=1 if gpus else 0)(_stage)
+            job = ray.put((runner.cfg.model_dump_json(), str(runner.run), None if gpus else "cpu",
+                           (runner.specs, runner.files)))
+
+            def finished(handles: list) -> Iterable:
+                ready, _ = ray.wait(handles, num_returns=1)
+                for ref in ready:
+                    yield ref, (lambda ref=ref: ray.get(ref))
+            return _dag(runner, progress, lambda h: task.remote(job, h), finished)
+        finally:
+            if started:
+                ray.shutdown()

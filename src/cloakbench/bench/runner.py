@@ -156,7 +156,10 @@ def versions() -> dict[str, str]:
 class Runner:
     """Runs a plan in ``run_dir`` (``artifacts/``, ``results.sqlite``, ``bench.log``)."""
 
-    def __init__(self, cfg: BenchConfig, run_dir: str | Path, *, device: str | None = None, add: bool = False) -> None:
+    def __init__(self, cfg: BenchConfig, run_dir: str | Path, *, device: str | None = None, add: bool = False,
+                 planned: tuple[list[Spec], dict[str, list[Path]]] | None = None) -> None:
+        """``planned``: the plan another Runner made (a worker runs its parent's stages, never its own
+        reading of the input files)."""
         from ..models.device import pick_device
 
         self.cfg, self.run, self.add = cfg, Path(run_dir), add
@@ -164,7 +167,7 @@ class Runner:
         self.art = self.run / "artifacts"
         self.db = self.run / "results.sqlite"
         self.device = str(pick_device(device))
-        self.specs, self.files = plan(cfg)
+        self.specs, self.files = planned or plan(cfg)
         self.by_hash = {s.hash: s for s in self.specs}
 
     def folder(self, spec: Spec) -> Path:
@@ -217,11 +220,15 @@ class Runner:
         with self.session():
             return self._execute(progress)
 
-    def _execute(self, progress: Callable[[Spec, str], None] | None) -> dict[str, int]:
+    def prepare(self) -> None:
+        """Refuse a grid whose packages are missing (unless every training is done); make ``artifacts/``."""
         problems = missing_packages(self.cfg)
         if problems and not all(self.done(s) for s in self.specs if s.kind == "train"):
             raise ConfigError(self.cfg.name, problems)
         self.art.mkdir(parents=True, exist_ok=True)
+
+    def _execute(self, progress: Callable[[Spec, str], None] | None) -> dict[str, int]:
+        self.prepare()
         ran = skipped = 0
         with (self.run / "bench.log").open("a") as logf:
             for spec in self.specs:
@@ -242,6 +249,8 @@ class Runner:
         return {"ran": ran, "skipped": skipped}
 
     def run_stage(self, spec: Spec) -> None:
+        import torch
+
         final = self.folder(spec)
         work = self.art / f".work-{spec.folder_name}"
         if spec.kind != "train" and work.exists():
@@ -255,7 +264,7 @@ class Runner:
         work.replace(final)
         done = {"spec": {"kind": spec.kind, "params": spec.params, "inputs": spec.inputs, "labels": spec.labels},
                 "hash": spec.hash, "outputs": outputs, "seconds": seconds, "versions": versions(),
-                "device": self.device, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                "device": self.device, "threads": torch.get_num_threads(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
         write_record(final, "DONE.json", done)
 
     # ------------------------------------------------------------------ stages (cloakbench.stages does the work)

@@ -89,13 +89,16 @@ def summarize(run_dir: str | Path | list, cfg) -> dict[str, Any]:
 
 
 def run_demo(out: str | Path, *, config: str | Path = CONFIG, progress: Callable | None = None,
-             device: str | None = None) -> dict[str, Any]:
-    """Run (or resume) the demo grid in ``out``; returns the summary (also written to ``demo.json``)."""
+             device: str | None = None, workers: int | None = None) -> dict[str, Any]:
+    """Run (or resume) the demo grid in ``out``; returns the summary (also written to ``demo.json``).
+    ``workers``: stages run at once (:func:`cloakbench.bench.executors.run_local`); default 2 on a CPU with
+    two or more cores (the mini models are too small for two threads to share one training well), else 1."""
     import torch
 
     from ..analysis.misalignment import analyze
     from ..bench import Runner, load_config
     from ..bench.config import prompts
+    from ..bench.executors import cores, run_local
     from ..bench.report import build
     from ..bench.store import export_csv
     from ..images import read_images
@@ -104,7 +107,9 @@ def run_demo(out: str | Path, *, config: str | Path = CONFIG, progress: Callable
     out = Path(out)
     cfg = load_config(config)
     runner = Runner(cfg, out, device=device or "cpu")
-    counts = runner.execute(progress)
+    if workers is None:
+        workers = min(2, cores()) if runner.device == "cpu" else 1
+    counts = run_local(runner, progress, workers=workers)
     export_csv(runner.db, out / "results.csv")
     report = build(out)
 
