@@ -202,26 +202,37 @@ def test_art_style_dry_run_plan():
     assert any(s.kind == "evaluate" and "clip_style" in s.params["metrics"] for s in specs)
 
 
-@pytest.mark.data
-def test_ray_executor_matches_local(smoke_cfg, tmp_path):
-    pytest.importorskip("ray")
-    from cloakbench.bench.executors import run_ray
-    from cloakbench.bench.store import read_rows
-
+def _one_identity_grid(smoke_cfg: dict, tmp_path):
+    """The smoke grid cut to one identity, one protection, none / jpeg and one recipe (6 result rows)."""
     smoke_cfg["data"]["identities"] = ["id1"]
     smoke_cfg["protections"] = smoke_cfg["protections"][1:]
     smoke_cfg["purifications"] = ["none", "jpeg"]
     smoke_cfg["recipes"] = smoke_cfg["recipes"][:1]
-    cfg = load_config(_write(tmp_path, smoke_cfg))
+    return load_config(_write(tmp_path, smoke_cfg))
+
+
+def _same_rows(a: Path, b: Path) -> None:
+    """Run folders ``a`` and ``b`` hold the same 6 result rows, values equal to float rounding."""
+    from cloakbench.bench.store import read_rows
+
+    key = ("identity", "protection", "purification", "recipe", "qes", "seed", "metric", "spec_hash")
+    first = {tuple(r[k] for k in key): r["value"] for r in read_rows(a / "results.sqlite")}
+    second = {tuple(r[k] for k in key): r["value"] for r in read_rows(b / "results.sqlite")}
+    assert first.keys() == second.keys() and len(first) == 2 * 3
+    for k, v in first.items():
+        assert (v is None and second[k] is None) or second[k] == pytest.approx(v, rel=1e-3, abs=1e-4), k
+
+
+@pytest.mark.data
+def test_ray_executor_matches_local(smoke_cfg, tmp_path):
+    pytest.importorskip("ray")
+    from cloakbench.bench.executors import run_ray
+
+    cfg = _one_identity_grid(smoke_cfg, tmp_path)
     Runner(cfg, tmp_path / "local", device="cpu").execute()
     res = run_ray(Runner(cfg, tmp_path / "ray", device="cpu"), num_cpus=2)
     assert res["ran"] > 0
-    key = ("identity", "protection", "purification", "recipe", "qes", "seed", "metric", "spec_hash")
-    local = {tuple(r[k] for k in key): r["value"] for r in read_rows(tmp_path / "local/results.sqlite")}
-    remote = {tuple(r[k] for k in key): r["value"] for r in read_rows(tmp_path / "ray/results.sqlite")}
-    assert local.keys() == remote.keys() and len(local) == 2 * 3
-    for k, v in local.items():
-        assert (v is None and remote[k] is None) or remote[k] == pytest.approx(v, rel=1e-3, abs=1e-4), k
+    _same_rows(tmp_path / "local", tmp_path / "ray")
 
 
 @pytest.mark.data
@@ -231,22 +242,12 @@ def test_local_workers_match_serial(smoke_cfg, tmp_path):
     import json
 
     from cloakbench.bench.executors import run_local
-    from cloakbench.bench.store import read_rows
 
-    smoke_cfg["data"]["identities"] = ["id1"]
-    smoke_cfg["protections"] = smoke_cfg["protections"][1:]
-    smoke_cfg["purifications"] = ["none", "jpeg"]
-    smoke_cfg["recipes"] = smoke_cfg["recipes"][:1]
-    cfg = load_config(_write(tmp_path, smoke_cfg))
+    cfg = _one_identity_grid(smoke_cfg, tmp_path)
     Runner(cfg, tmp_path / "serial", device="cpu").execute()
     res = run_local(Runner(cfg, tmp_path / "pool", device="cpu"), workers=2)
     assert res == {"ran": 9, "skipped": 0}  # protect, purify, class images, 2 x (train, sample, evaluate)
-    key = ("identity", "protection", "purification", "recipe", "qes", "seed", "metric", "spec_hash")
-    serial = {tuple(r[k] for k in key): r["value"] for r in read_rows(tmp_path / "serial/results.sqlite")}
-    pool = {tuple(r[k] for k in key): r["value"] for r in read_rows(tmp_path / "pool/results.sqlite")}
-    assert serial.keys() == pool.keys() and len(serial) == 2 * 3
-    for k, v in serial.items():
-        assert (v is None and pool[k] is None) or pool[k] == pytest.approx(v, rel=1e-3, abs=1e-4), k
+    _same_rows(tmp_path / "serial", tmp_path / "pool")
     threads = {json.loads(p.read_text())["threads"] for p in (tmp_path / "pool/artifacts").glob("*/DONE.json")}
     assert threads == {1}
     assert run_local(Runner(cfg, tmp_path / "pool", device="cpu"), workers=2) == {"ran": 0, "skipped": 9}
