@@ -177,30 +177,3 @@ def test_class_image_share_counts_samples_that_are_a_prior_image(tmp_path):
     assert rows[("learned", "copy[px]")] == 0.0  # drawing a toy is not copying a class image
     # the chance level: the subject's own photos score as its perfect samples would
     assert rows[("learned", "prior_refs[mini]")] is not None and rows[("learned", "prior[mini]")] < 1.0
-
-
-def test_demo_tables_print_only_resolved_recoveries():
-    """#31 item 6: a recovery whose interval cannot tell 0 % from 50 % is printed as "not measured", with the
-    reason and the command that measures it; a narrow one as its number; nothing is wider than 80 columns."""
-    from rich.console import Console
-
-    from cloakbench.minilab.demo import tables
-
-    wide = {"mean": 0.0, "ci": [-0.5, 0.5], "n": 2, "resolved": False}
-    narrow = {"mean": 0.62, "ci": [0.48, 0.78], "n": 8, "resolved": True}
-    gap = {"mean": 0.5, "ci": [0.4, 0.6], "same_sign": 8, "n": 8}
-    summary = {"identities": ["a", "b"], "seeds": 1, "samples": 4, "metrics": {"verified": "verified[mini]"},
-               "rows": [{"protection": "none", "red_team": "none", "verified[mini]": 0.7, "copy[px]": 0.0,
-                         "prior_refs[mini]": 0.1}],
-               "effects": [{"protection": "advdm", "red_team": "none", "verified": gap},
-                           {"protection": "advdm", "red_team": "CodeSR", "verified": narrow},
-                           {"protection": "advdm", "red_team": "CodeSR + CDL + QES", "verified": wide}]}
-    console = Console(width=80, record=True, force_terminal=False)
-    for t in tables(summary):
-        console.print(t)
-    text = console.export_text()
-    assert max(len(line) for line in text.splitlines()) <= 80
-    flat = " ".join(text.split())
-    assert "62% [48, 78]" in flat and "not measured" in flat and "0% [-50, 50]" not in flat
-    assert "cloakbench demo --full" in flat and "mean[red - prot]" in flat  # brackets survive rich markup
-    assert "copy" in flat and "prior_refs" not in flat

@@ -151,7 +151,8 @@ def test_report_marks_significance_paired_per_image(tmp_path):
     pairs = paired_images(rows, folders)
     assert len(pairs[(("advdm", "codesr", "db", 0), "ism[dlib]")]) == 32
     html = build(tmp_path).read_text()
-    table = html[html.index('<table id="results">'):html.index("</table>")]
+    start = html.index('<table id="results">')
+    table = html[start:html.index("</table>", start)]
     codesr, jpeg = (r for r in table.split("<tr>") if "codesr" in r), (r for r in table.split("<tr>") if "jpeg" in r)
     assert " *" in next(codesr) and " *" not in next(jpeg)
 

@@ -313,7 +313,20 @@ def bench(
     except ImportError:
         pass  # pyarrow not installed: `cloakbench export --format parquet` says how
     console.print(f"ran {result['ran']} stages, skipped {result['skipped']} already done; results: {runner.db}, "
-                  + ", ".join(map(str, paths)))
+                  + ", ".join(map(str, paths)), markup=False, highlight=False)
+    _print_verdict(out)
+
+
+def _print_verdict(run_dir: Path) -> None:
+    """Compute, store (verdict.json, the verdict table of results.sqlite) and print the run's verdict."""
+    from .bench.verdict import compute, write
+    from .bench.verdict_view import tables
+
+    verdict = compute(run_dir)
+    path = write(run_dir, verdict)
+    for table in tables(verdict, width=console.width):
+        console.print(table)
+    console.print(f"verdict: {path}", markup=False, highlight=False)
 
 
 @app.command()
@@ -341,10 +354,15 @@ def export(
 
 @app.command()
 def report(run_dir: Path = typer.Argument(..., help="A `cloakbench bench` run folder.")) -> None:
-    """Render RUN_DIR/report.html (tables with significance marks (sign-flip test, paired per image), timings, image grids, plots, provenance)."""
+    """The run's verdict (printed, and stored in verdict.json and results.sqlite) and RUN_DIR/report.html (the
+    verdict, tables with significance marks, timings, image grids, plots, provenance)."""
     from .bench.report import build
 
-    console.print(f"wrote {build(run_dir)}")
+    if not (run_dir / "results.sqlite").is_file():
+        raise typer.BadParameter(f"{run_dir / 'results.sqlite'} does not exist: run `cloakbench bench` first",
+                                 param_hint="RUN_DIR")
+    _print_verdict(run_dir)
+    console.print(f"wrote {build(run_dir)}", markup=False, highlight=False)
 
 
 @app.command()
@@ -673,7 +691,7 @@ def demo(
 
         summary = run_demo(out, config=config or (FULL_CONFIG if full else CONFIG), progress=tick,
                            workers=workers)
-    for table in tables(summary):
+    for table in tables(summary, width=console.width):
         console.print(table)
     console.print(f"stages: ran {summary['stages']['ran']}, skipped {summary['stages']['skipped']}; "
                   f"{time.perf_counter() - t0:.0f} s; report: {summary['report']}")

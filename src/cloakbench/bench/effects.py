@@ -70,7 +70,8 @@ def difference(cells: Cells, metric: str, a: tuple[str, str], b: tuple[str, str]
     d = u - v
     mean = float(d.mean())
     lo, hi = bootstrap(lambda i: float(d[i].mean()), len(d))
-    return {"mean": mean, "ci": [lo, hi], "same_sign": int((np.sign(d) == np.sign(mean)).sum()), "n": len(d),
+    same = int(((np.sign(d) == np.sign(mean)) & (d != 0)).sum())  # a mean of exactly 0 has no sign: 0 agree
+    return {"mean": mean, "ci": [lo, hi], "same_sign": same, "n": len(d),
             "per_identity": dict(zip(ids, d.round(4).tolist()))}
 
 

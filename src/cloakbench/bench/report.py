@@ -1,6 +1,7 @@
 """``cloakbench report RUN_DIR``: a static HTML report rendered from the results database (Jinja2).
 
-Sections: the main table (protection x red-team x recipe x QES, each metric as mean ± std over
+Sections: the verdict (:mod:`cloakbench.bench.verdict`: each protection's measured budget, gap and the share
+each red team recovers, as tables and a plot), the main table (clean first; protection x red-team x recipe x QES, each metric as mean ± std over
 identities and seeds, with a mark ``*`` where the paired difference to the unpurified cell has
 p <= 0.01, as the paper marks: an exact sign-flip permutation test, :func:`paired_images`), protections x red-teams pivots per metric, the adaptive attack's
 E[Avg] at P = 0.5 (when IMS and Q were measured), seconds per image and PSNR / SSIM / LPIPS of each
@@ -21,6 +22,9 @@ from jinja2 import Environment, select_autoescape
 
 from ..metrics.base import mean_std, sign_flip_test
 from .store import read_rows
+from .verdict import compute
+from .verdict_plot import plot
+from .verdict_view import budget, interval, share
 
 TEMPLATE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>cloakbench report: {{ name }}</title>
@@ -29,17 +33,37 @@ body{font-family:system-ui,sans-serif;margin:2em;color:#222} table{border-collap
 td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px;text-align:right} th{background:#f3f3f3}
 td.l,th.l{text-align:left} .grid img{width:96px;height:96px;object-fit:cover;margin:1px} .cell{margin:6px 0}
 .grid.px img{image-rendering:pixelated}
-.small{color:#666;font-size:12px}
+.small{color:#666;font-size:12px} td.breaks{color:#b00;font-weight:bold} td.holds{color:#070}
 </style></head>
 <body data-images="{{ n_images }}">
 <h1>cloakbench report: {{ name }}</h1>
 <p class="small">{{ rows_count }} result rows from <code>results.sqlite</code>; {{ n_cells }} cells. Values are mean ± std
 over identities and seeds; <b>*</b> marks p &le; 0.01 against the same cell without purification: a two-sided sign-flip
 permutation test paired per generated image (same identity, seed, prompt and sampling seed; exact up to 16 pairs). Metric labels carry their backend: <code>ism[dlib]</code> is not the papers' ArcFace ISM.</p>
+{% if verdict.victims %}<h2>Verdict: does each protection hold?</h2>
+<p class="small">On <code>{{ verdict.headline }}</code>, {{ verdict.identities|length }} identities x {{ verdict.seeds }}
+seed(s) x {{ verdict.samples }} samples per cell; 95 % bootstrap intervals over identities. Gap = clean - protected, signed
+so that &gt; 0 means the protection works; a red team <b>breaks</b> a protection when the whole interval of the share of
+the gap it recovers is at or above {{ (100 * verdict.breaks_at)|round|int }} %, <b>holds</b> when the whole interval is
+below, and is <b>unresolved</b> otherwise. L-inf / L2: measured on the saved 8-bit PNGs the cells trained on.</p>
+{% for v in verdict.victims %}{% if verdict.victims|length > 1 %}<h3>{{ v.victim }}</h3>{% endif %}
+<table id="verdict"><tr><th class="l">protection</th><th>L-inf</th><th>L2</th><th class="l">verdict</th>
+{% for m in scored %}<th>gap {{ m }}</th>{% endfor %}</tr>
+{% for p in v.protections %}<tr><td class="l">{{ p.protection }}</td><td>{{ p.budget_text }}</td><td>{{ p.l2_text }}</td>
+<td class="l">{{ p.line }}</td>{% for m in scored %}<td>{{ p.gap_text[m] }}</td>{% endfor %}</tr>{% endfor %}
+</table>
+<table class="teams"><tr><th class="l">protection</th><th class="l">red team</th><th class="l">state</th>
+{% for m in scored %}<th>recovered {{ m }}</th>{% endfor %}</tr>
+{% for p in v.protections %}{% for t in p.teams %}<tr><td class="l">{{ p.protection }}</td>
+<td class="l">{{ t.red_team }}{{ " (strongest)" if t.red_team == p.strongest }}</td><td class="l {{ t.state }}">{{ t.state }}</td>
+{% for m in scored %}<td>{{ t.share_text[m] }}</td>{% endfor %}</tr>{% endfor %}{% endfor %}
+</table>{% endfor %}
+{% if verdict_plot %}<img class="plot" src="{{ verdict_plot }}" alt="verdict" style="max-width:960px">{% endif %}
+{% endif %}
 <h2>Results</h2>
-<table id="results"><tr><th class="l">protection</th><th class="l">red-team</th><th class="l">recipe</th><th>QES</th>
+<table id="results"><tr><th class="l">protection</th><th>L-inf</th><th class="l">red-team</th><th class="l">recipe</th><th>QES</th>
 {% for m in metrics %}<th>{{ m }}</th>{% endfor %}</tr>
-{% for r in table %}<tr><td class="l">{{ r.protection }}</td><td class="l">{{ r.purification }}</td><td class="l">{{ r.recipe }}</td>
+{% for r in table %}<tr><td class="l">{{ r.protection }}</td><td>{{ r.linf }}</td><td class="l">{{ r.purification }}</td><td class="l">{{ r.recipe }}</td>
 <td>{{ "yes" if r.qes else "no" }}</td>{% for m in metrics %}<td>{{ r.cells[m] }}</td>{% endfor %}</tr>{% endfor %}
 </table>
 <h2>Protections &times; red-teams</h2>
@@ -62,6 +86,10 @@ Avg(its non-adaptive base), P = probability that the protector adapts to the red
 {% for p in timing %}<tr><td class="l">{{ p.name }}</td><td>{{ "%.3f"|format(p.seconds) }}</td><td>{{ p.psnr }}</td>
 <td>{{ p.ssim }}</td><td>{{ p.lpips }}</td><td>{{ p.n }}</td></tr>{% endfor %}
 </table>
+{% if analysis %}<h2>Latent misalignment</h2>
+<p class="small">The paper's idea (§3): protected images move away from their clean versions in the latent space, and
+the red team brings them back; the projections of <code>analysis/</code> (clean, protected and purified images).</p>
+{% for p in analysis %}<img class="plot" src="{{ p }}" alt="{{ p }}" style="max-width:720px">{% endfor %}{% endif %}
 <h2>Plots</h2>
 {% for p in plots %}<img class="plot" src="{{ p }}" alt="{{ p }}" style="max-width:720px">{% endfor %}
 <h2>Images</h2>
@@ -99,11 +127,14 @@ def build(run_dir: str | Path, *, max_grids: int = 24) -> Path:
     cells: dict[tuple, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
         cells[(r["protection"], r["purification"], r["recipe"], r["qes"])][r["metric"]].append(r["value"])
+    verdict = compute(run)
+    budgets = {p["protection"]: p["budget"] for v in verdict["victims"] for p in v["protections"] if p["budget"]}
     table = []
-    for cell in sorted(cells):
-        out = {}
+    clean_first = lambda c: (c[0] != "none", c[0], c[1] != "none", c[1], c[2], c[3])  # noqa: E731
+    for cell in sorted(cells, key=clean_first):
+        out, means = {}, {}
         for m in metrics:
-            text, _ = _fmt(cells[cell][m])
+            text, means[m] = _fmt(cells[cell][m])
             base = (cell[0], "none", cell[2], cell[3])
             if cell[1] != "none" and base in cells:
                 a, b = per_image.get((cell, m), {}), per_image.get((base, m), {})
@@ -111,7 +142,8 @@ def build(run_dir: str | Path, *, max_grids: int = 24) -> Path:
                 if pairs and sign_flip_test([x for x, _ in pairs], [y for _, y in pairs])["significant"]:
                     text += " *"
             out[m] = text
-        table.append({"protection": cell[0], "purification": cell[1], "recipe": cell[2], "qes": cell[3], "cells": out})
+        table.append({"protection": cell[0], "purification": cell[1], "recipe": cell[2], "qes": cell[3], "cells": out,
+                      "means": means, "linf": budget(budgets.get(cell[0])) if cell[0] != "none" else ""})
     by_hash = {d["hash"]: d for d in done}
     timing: dict[str, list[dict]] = defaultdict(list)
     for d in done:
@@ -137,6 +169,8 @@ def build(run_dir: str | Path, *, max_grids: int = 24) -> Path:
         return (str(lab.get("identity")), lab.get("seed", 0), lab.get("protection") != "none", str(lab.get("protection")),
                 lab.get("purification") != "none", str(lab.get("purification")), str(lab.get("recipe")), lab.get("qes", 0))
 
+    clean_photos = {d["spec"]["labels"].get("identity"): d["outputs"]["sources"] for d in done  # for the clean cells
+                    if d["spec"]["kind"] == "protect" and d["outputs"].get("sources")}
     grids = []
     for d in sorted((d for d in done if d["spec"]["kind"] == "evaluate"), key=order)[:max_grids]:
         lab = d["spec"]["labels"]
@@ -150,16 +184,28 @@ def build(run_dir: str | Path, *, max_grids: int = 24) -> Path:
         if upstream:
             chain.insert(0, ("protected", upstream))
         rows_img = [{"label": label, "images": pngs(x)} for label, x in chain if x]
-        if upstream and upstream["outputs"].get("sources"):
-            rows_img.insert(0, {"label": "clean", "images": [os.path.relpath(p, run) for p in upstream["outputs"]["sources"][:4]]})
+        sources = (upstream["outputs"].get("sources") if upstream else None) or clean_photos.get(lab.get("identity"))
+        if sources:
+            rows_img.insert(0, {"label": "clean", "images": [os.path.relpath(p, run) for p in sources[:4]]})
         grids.append({"title": " / ".join(f"{k}={v}" for k, v in lab.items()), "rows": rows_img,
                       "pixelated": _small(run / rows_img[-1]["images"][0]) if rows_img and rows_img[-1]["images"] else False})
 
     plots = _plots(run, table, metrics)
+    scored = [m for m, d in verdict["metrics"].items() if d is not None]
+    for v in verdict["victims"]:
+        for p in v["protections"]:
+            p["budget_text"] = budget(p["budget"])
+            p["l2_text"] = f"{p['budget']['l2_255']:.0f}/255" if p["budget"] else "-"
+            p["gap_text"] = {m: interval(p["gap"].get(m)) for m in scored}
+            for t in p["teams"]:
+                t["share_text"] = {m: share(t["recovered"].get(m)) for m in scored}
+    verdict_plot = plot(verdict, run / "report_files")
+    analysis = [os.path.relpath(p, run) for p in sorted((run / "analysis").glob("*.png"))]
     prov = rows[0]["provenance"] if rows else "{}"
     html = Environment(autoescape=select_autoescape()).from_string(TEMPLATE).render(
         name=run.name, rows_count=len(rows), n_cells=len(cells), metrics=metrics, table=table, timing=timing_rows,
-        pivots=pivots, eavg=eavg,
+        pivots=pivots, eavg=eavg, verdict=verdict, scored=scored, analysis=analysis,
+        verdict_plot=f"report_files/{verdict_plot}" if verdict_plot else None,
         grids=grids, plots=plots, provenance=json.dumps(json.loads(prov), indent=2),
         n_images=sum(len(r["images"]) for g in grids for r in g["rows"]) + len(plots))
     out = run / "report.html"
@@ -266,11 +312,10 @@ def _plots(run: Path, table: list[dict[str, Any]], metrics: list[str]) -> list[s
     for m in metrics:
         labels, values = [], []
         for r in table:
-            text = r["cells"][m]
-            if text.startswith("n/a"):
+            if r["means"][m] is None:
                 continue
             labels.append(f"{r['protection']} | {r['purification']} | {r['recipe']}{' | QES' if r['qes'] else ''}")
-            values.append(float(text.split(" ")[0]))
+            values.append(float(r["means"][m]))
         if not values:
             continue
         fig, ax = plt.subplots(figsize=(7, 0.28 * len(values) + 1), dpi=100)
