@@ -370,3 +370,15 @@ def test_sampling_suffix_key_defaults_to_the_reference_and_is_checked(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(_write(tmp_path, cfg))
     assert "sampling.suffix" in str(err.value) and "'always'" in str(err.value)
+
+
+def test_progress_names_the_cell_a_stage_serves(tmp_path):
+    """#32 item 4: the progress line says which cell a stage works for, not its hash."""
+    from cloakbench.minilab.demo import demo_runner
+
+    runner = demo_runner(tmp_path / "run")
+    said = {s.kind: runner.describe(s) for s in runner.specs if s.kind != "class_images"}
+    words = {s.hash: runner.describe(s) for s in runner.specs}
+    assert "train subject007 advdm@16/255 codesr-mini dreambooth-cdl" in words.values(), words
+    assert said["protect"].startswith("protect subject") and "@16/255" in said["protect"]
+    assert all(h[:16] not in w for h, w in words.items())

@@ -42,3 +42,15 @@ def test_weights_list_and_fetch_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     out = runner.invoke(app, ["weights", "fetch", "realesrgan-x4plus"])
     assert out.exit_code == 1 and "offline" in out.output
+
+
+def test_help_prints_brackets_as_written():
+    """#32 item 4: help text is not rich markup: `cloakbench[parquet]` and `ism[dlib]` keep their brackets."""
+    from typer.testing import CliRunner
+
+    from cloakbench.cli import app
+
+    flat = lambda args: " ".join(CliRunner().invoke(app, args, terminal_width=80).output.split())  # noqa: E731
+    assert "cloakbench[parquet]" in flat(["export", "--help"])
+    assert "ism[dlib]" in flat(["evaluate", "--help"])
+    assert "purifier(+cdl)(+qes)" in flat(["audit", "--help"])

@@ -285,3 +285,4 @@ def test_progress_is_printed_as_lines_when_not_on_a_terminal():
             bar.update(t, completed=i + 1)
     lines = console.export_text().splitlines()
     assert lines[0].startswith("class images: 1/3") and lines[-1].startswith("class images: 3/3")
+    assert lines[0].endswith("s left)") and "left" not in lines[-1]  # time left at the rate so far (#32 item 4)

@@ -19,7 +19,7 @@ IDS = [f"subject{i}" for i in range(6)]
 # (protection, purification, recipe, qes) -> ism per identity before noise; fdfr is 1 - ism
 CELLS = {("none", "none", "db", 0): 0.70, ("advdm@8/255", "none", "db", 0): 0.30,
          ("advdm@8/255", "jpeg", "db", 0): 0.66, ("advdm@8/255", "none", "db-cdl", 0): 0.34,
-         ("weak@8/255", "none", "db", 0): 0.70,
+         ("weak@8/255", "none", "db", 0): 0.70, ("weak@8/255", "jpeg", "db", 0): 0.72,
          # a red team whose gain swings by identity: its recovered share's interval cannot tell 0 % from 50 %
          ("aspl@8/255", "none", "db", 0): 0.30, ("aspl@8/255", "jpeg", "db", 0): lambda i: 0.30 + 0.35 * (i % 2)}
 
@@ -89,6 +89,7 @@ def test_verdict_of_a_run_folder(tmp_path):
     assert advdm["line"].startswith("holds against 1 of 2 red teams, broken by 1; strongest: JPEG recovers 90 % [")
     assert weak["effect"] is False and weak["line"].startswith("no measured effect")
     assert weak["gap"]["ism"]["same_sign"] == 0  # a mean of exactly 0 has no sign to agree with
+    assert [t["state"] for t in weak["teams"]] == ["no gap"]  # nothing to break or hold
     wide = aspl["teams"][0]["recovered"]["ism"]
     assert aspl["teams"][0]["state"] == "unresolved" and not wide["resolved"] and wide["ci"][1] - wide["ci"][0] > 0.5
     assert aspl["line"] == f"holds against 0 of 1 red teams, 1 unresolved; strongest: JPEG recovers {vd._share(wide)}"

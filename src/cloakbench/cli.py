@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -35,8 +36,10 @@ app = typer.Typer(
     help="Red-team and benchmark protective perturbations against personalized diffusion models.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,  # help is plain text: "ism[dlib]" and "cloakbench[parquet]" print as written
 )
-weights_app = typer.Typer(help="List, fetch and verify external model weights.", no_args_is_help=True)
+weights_app = typer.Typer(help="List, fetch and verify external model weights.", no_args_is_help=True,
+                          rich_markup_mode=None)
 app.add_typer(weights_app, name="weights")
 console = Console()
 
@@ -288,15 +291,7 @@ def bench(
             console.print(line, markup=False, highlight=False, soft_wrap=True)
     if dry_run:
         return
-    with progress_bar(console, "steps") as bar:
-        task = bar.add_task("stages", total=len(runner.specs))
-
-        def tick(spec, state):
-            if state == "running":
-                bar.update(task, description=f"running {spec.folder_name}")
-            else:
-                bar.advance(task)
-
+    with _stage_progress(runner) as tick:
         if chosen == "ray":
             from .bench.executors import run_ray
 
@@ -317,6 +312,24 @@ def bench(
     _print_verdict(out)
 
 
+@contextmanager
+def _stage_progress(runner, *, transient: bool = False):
+    """The one progress display of bench, demo and audit: stages done / total, elapsed, time left, and the stage
+    running in words (:meth:`~cloakbench.bench.Runner.describe`); yields the executors' ``progress`` callback.
+    Stages already done count as done from the start."""
+    done = sum(runner.done(s) for s in runner.specs)
+    with progress_bar(console, "steps", transient=transient) as bar:
+        task = bar.add_task("stages", total=len(runner.specs) - done)
+
+        def tick(spec, state):
+            if state == "running":
+                bar.update(task, description=runner.describe(spec))
+            elif state != "skipped":
+                bar.advance(task)
+
+        yield tick
+
+
 def _print_verdict(run_dir: Path) -> None:
     """Compute, store (verdict.json, the verdict table of results.sqlite) and print the run's verdict."""
     from .bench.verdict import compute, write
@@ -327,6 +340,57 @@ def _print_verdict(run_dir: Path) -> None:
     for table in tables(verdict, width=console.width):
         console.print(table)
     console.print(f"verdict: {path}", markup=False, highlight=False)
+
+
+@app.command()
+def audit(
+    clean: Path = typer.Argument(..., help="CLEAN/<identity>/*.png: each identity's clean photos; the first, by name, "
+                                 "are the protected ones, the rest the references."),
+    protected: Path = typer.Argument(..., help="PROTECTED/<identity>/<stem>.*: the protected version of each, paired "
+                                     "by name, made by any tool."),
+    out: Path = typer.Option(..., "--out", help="Run folder (rerun the same command to resume)."),
+    model: str = typer.Option("mini", help="The victim's base model: mini (the CPU stack), or a hub id / folder."),
+    red_teams: str = typer.Option(None, "--red-teams", help="Comma-separated, each purifier(+cdl)(+qes), e.g. "
+                                  "jpeg,codesr+cdl+qes (default mini: jpeg, gridpure, codesr-mini, cdl+qes, "
+                                  "codesr-mini+cdl+qes; else jpeg, codesr, cdl+qes, codesr+cdl+qes)."),
+    name: str = typer.Option(None, help="The protection's label (default: PROTECTED's folder name)."),
+    seeds: str = typer.Option("0", help="Comma-separated seeds (each reruns every fine-tune)."),
+    samples: int = typer.Option(None, min=1, help="Samples per cell (default: the model's preset)."),
+    steps: int = typer.Option(None, min=1, help="Fine-tuning steps (default: the model's preset)."),
+    class_images: int = typer.Option(None, "--class-images", min=1, help="Prior-preservation class images "
+                                     "(default: the preset's, 200 as the paper)."),
+    workers: int = typer.Option(None, "--workers", min=1, help="Stages run at once (default: 2 on a CPU with 2 or "
+                                "more cores, else 1)."),
+    device: str = typer.Option(None, help="cuda / mps / cpu (default: best available)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Write OUT/audit.yaml, print the plan and stop."),
+) -> None:
+    """Does a protection made anywhere hold? Runs the red teams on PROTECTED (budget measured against CLEAN),
+    prints the verdict and writes OUT/report.html."""
+    from .audit import grid, write_grid
+    from .bench import Runner, load_config
+    from .bench.executors import cores, run_local
+    from .bench.report import build
+    from .bench.store import export_csv
+
+    cfg_map = grid(clean, protected, model=model, name=name, samples=samples, steps=steps, class_images=class_images,
+                   red_teams=[t for t in (red_teams or "").split(",") if t.strip()] or None,
+                   seeds=[int(x) for x in seeds.split(",") if x.strip()])
+    cfg = load_config(write_grid(out, cfg_map))  # every pair and size checked here, before any work
+    runner = Runner(cfg, out, device=device or ("cpu" if model == "mini" else None))
+    runner.check()
+    counts = runner.counts()
+    console.print(f"audit of {cfg.protections[1].name}: {len(cfg.data.identities)} identities, "
+                  f"{counts['train']['total']} fine-tunes ({counts['train']['done']} done) -> {out}",
+                  markup=False, highlight=False)
+    if dry_run:
+        return
+    workers = workers or (min(2, cores()) if runner.device == "cpu" else 1)
+    with _stage_progress(runner, transient=True) as tick:
+        result = run_local(runner, tick, workers=workers)
+    export_csv(runner.db, out / "results.csv")
+    console.print(f"ran {result['ran']} stages, skipped {result['skipped']}", markup=False, highlight=False)
+    _print_verdict(out)
+    console.print(f"report: {build(out)}", markup=False, highlight=False)
 
 
 @app.command()
@@ -524,7 +588,7 @@ class _AnalyzeGroup(typer.core.TyperGroup):
         return super().parse_args(ctx, args)
 
 
-analyze_app = typer.Typer(cls=_AnalyzeGroup, no_args_is_help=True,
+analyze_app = typer.Typer(cls=_AnalyzeGroup, no_args_is_help=True, rich_markup_mode=None,
                           help="The paper's shortcut analyses (docs/PAPER.md §3): misalignment (M1, M2; the default), "
                                "m3 (random-noise control of a bench run), m4 (concept extraction from a trained model).")
 app.add_typer(analyze_app, name="analyze")
@@ -623,7 +687,8 @@ def analyze_m4(
     console.print(f"wrote {out / 'grid.png'} and {out / 'concepts.json'}")
 
 
-mini_app = typer.Typer(help="The mini stack: train its models on the procedural world, check them.", no_args_is_help=True)
+mini_app = typer.Typer(help="The mini stack: train its models on the procedural world, check them.", no_args_is_help=True,
+                       rich_markup_mode=None)
 app.add_typer(mini_app, name="mini")
 
 
@@ -655,6 +720,54 @@ def mini_train(
     console.print(f"trained in {manifest['train_seconds']:.0f} s -> {out or SHIPPED}")
 
 
+@mini_app.command("export")
+def mini_export(
+    out: Path = typer.Argument(..., help="New folder: OUT/clean/<subject>/NN.png and OUT/protected/<subject>/NN.png."),
+    subjects: str = typer.Option("7,183", help="Mini-world subjects (comma-separated; default: the demo's two)."),
+    photos: int = typer.Option(8, min=2, help="Clean photos per subject."),
+    train: int = typer.Option(4, min=1, help="How many of them (the first, by name) are protected."),
+    protect: str = typer.Option("advdm", help="Protection that makes the protected copy (any protection name)."),
+    eps: str = typer.Option("16/255", help="Its L-inf budget (k/255)."),
+    steps: int = typer.Option(100, min=1, help="Its PGD updates."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Mini-world photos and a protected copy, laid out for `cloakbench audit OUT/clean OUT/protected --model mini`
+    (the protected copy stands for images made by any tool outside cloakbench)."""
+    import shutil
+    import tempfile
+
+    import yaml
+
+    from .images import parse_budget
+    from .minilab.demo import CONFIG
+    from .models.mini import world
+    from .images import save_images
+    from .stages.protect import load_surrogates
+
+    if out.exists() and any(out.iterdir()):
+        raise typer.BadParameter(f"{out} exists and is not empty: give a new folder", param_hint="OUT")
+    ids = [int(x) for x in subjects.split(",") if x.strip()]
+    if photos <= train:
+        raise typer.BadParameter(f"--photos {photos} must exceed --train {train}: the rest are the references")
+    subject = yaml.safe_load(CONFIG.read_text())["subject"]
+    surrogate = load_surrogates(["mini"], device="cpu")
+    for s in ids:
+        name = f"subject{s:03d}"
+        clean = out / "clean" / name
+        save_images(world.photos(s, photos, seed), clean, [f"{i:02d}" for i in range(photos)])
+        with tempfile.TemporaryDirectory() as tmp:
+            rec = stages.protect(sorted(clean.glob("*.png"))[:train], Path(tmp), method=protect, surrogates=surrogate,
+                                 eps=parse_budget(eps), steps=steps, prompt=protocol.instance_prompt(subject),
+                                 class_prompt=protocol.class_prompt(subject), resolution=world.SIZE, seed=seed)
+            (out / "protected" / name).mkdir(parents=True, exist_ok=True)
+            for png in sorted(Path(tmp).glob("*.png")):
+                shutil.copy2(png, out / "protected" / name / png.name)
+        console.print(f"{name}: {photos} clean, {train} protected ({protect}, measured L-inf "
+                      f"{rec['measured']['linf_max_255']:.0f}/255)", markup=False, highlight=False)
+    console.print(f"next: cloakbench audit {out / 'clean'} {out / 'protected'} --model mini --out RUN",
+                  markup=False, highlight=False)
+
+
 @mini_app.command("validate")
 def mini_validate(folder: Path = typer.Argument(None, help="Weights folder (default: the shipped one).")) -> None:
     """Recompute the validation figures of saved mini weights (held-out subjects) into manifest.json."""
@@ -675,22 +788,14 @@ def demo(
                                 "more cores, else 1); see `cloakbench bench --workers`."),
 ) -> None:
     """The paper's protocol on the mini stack in minutes on a CPU: gap, recovery, analysis and report.html."""
-    from .minilab.demo import CONFIG, FULL_CONFIG, run_demo, tables
+    from .minilab.demo import CONFIG, FULL_CONFIG, demo_runner, run_demo, tables
 
     if full and config is not None:
         raise typer.BadParameter("--full runs the shipped mini-eval.yaml: give --config or --full, not both")
     t0 = time.perf_counter()
-    with progress_bar(console, "stages", transient=True) as bar:
-        task = bar.add_task("stages", total=None)
-
-        def tick(spec, state):
-            if state == "running":
-                bar.update(task, description=f"running {spec.folder_name}")
-            else:
-                bar.advance(task)
-
-        summary = run_demo(out, config=config or (FULL_CONFIG if full else CONFIG), progress=tick,
-                           workers=workers)
+    runner = demo_runner(out, config=config or (FULL_CONFIG if full else CONFIG))
+    with _stage_progress(runner, transient=True) as tick:
+        summary = run_demo(out, progress=tick, workers=workers, runner=runner)
     for table in tables(summary, width=console.width):
         console.print(table)
     console.print(f"stages: ran {summary['stages']['ran']}, skipped {summary['stages']['skipped']}; "

@@ -37,7 +37,7 @@ def progress_bar(console: Console, kind: str = "steps", *, transient: bool = Fal
 
 
 class LineProgress:
-    """``add_task`` / ``update`` / ``advance`` as rich's, printed as ``description: done/total (elapsed)``
+    """``add_task`` / ``update`` / ``advance`` as rich's, printed as ``description: done/total (elapsed, time left)``
     lines at most every ``interval`` seconds per task, and once when a task completes."""
 
     def __init__(self, console: Console, interval: float | None = None) -> None:
@@ -71,7 +71,11 @@ class LineProgress:
         if (done and not t["finished"]) or now - t["shown"] >= self.interval:
             t["shown"], t["finished"] = now, done
             total_text = "?" if t["total"] is None else f"{t['total']:g}"
-            self.console.print(f"{t['description']}: {t['completed']:g}/{total_text} ({now - t['start']:.0f} s)",
+            took = now - t["start"]
+            left = ""
+            if t["total"] is not None and 0 < t["completed"] < t["total"]:  # at the rate so far
+                left = f", about {took / t['completed'] * (t['total'] - t['completed']):.0f} s left"
+            self.console.print(f"{t['description']}: {t['completed']:g}/{total_text} ({took:.0f} s{left})",
                                markup=False, highlight=False)
 
 

@@ -16,7 +16,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .. import protocol
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
+from ..images import IMAGE_SUFFIXES
 from ..models.loading import DEFAULT_MODEL
 from ..personalize.dreambooth import LATENT_MODES, LEGACY, OPTIMIZERS, PRECISIONS
 
@@ -52,12 +53,28 @@ class WorldData(Strict):
 DataConfig.model_rebuild()
 
 
+EXTERNAL = "external"  # the protection method of images protected elsewhere (ProtectionSpec.path)
+
+
 class ProtectionSpec(Strict):
     method: str
     eps: str | float | None = None
     models: list[str] | None = None  # surrogate ensemble (E-ASPL); default: the bench model
     steps: int | None = Field(None, ge=1)
     options: dict[str, Any] = Field(default_factory=dict)
+    # method "external": protected images made elsewhere (Glaze, a tool's app, another paper's code), one folder per
+    # identity, <path>/<identity>/<stem>.<ext> for each training image <stem> (stages.protect.external)
+    path: Path | None = None
+    name: str | None = None  # the cell label of an external entry (default: the folder's name)
+
+    def dump(self) -> dict[str, Any]:
+        """The entry as hashed (JSON types); ``path`` / ``name`` left out while unset, so that grids written before
+        they existed keep their hashes."""
+        d = self.model_dump(mode="json")
+        for key in ("path", "name"):
+            if d[key] is None:
+                d.pop(key)
+        return d
 
 
 class RecipeSpec(Strict):
@@ -169,7 +186,17 @@ def _semantic(cfg: BenchConfig, base: Path) -> list[str]:
 
     problems = []
     for i, p in enumerate(cfg.protections):
-        if p.method.lower() != "none" and p.method.lower() not in PROTECTIONS:
+        if p.method.lower() == EXTERNAL:
+            if p.path is None:
+                problems.append(f"protections[{i}].path: an external protection needs the folder of its images")
+            elif not (p.path if p.path.is_absolute() else base / p.path).is_dir():
+                problems.append(f"protections[{i}].path: folder {p.path} does not exist")
+            if p.eps is not None or p.steps is not None or p.options or p.models:
+                problems.append(f"protections[{i}]: an external protection takes only path and name (its budget is "
+                                "measured on its files, not set)")
+        elif p.path is not None or p.name is not None:
+            problems.append(f"protections[{i}]: path / name are for method external, not {p.method!r}")
+        elif p.method.lower() != "none" and p.method.lower() not in PROTECTIONS:
             problems.append(f"protections[{i}].method: unknown protection {p.method!r}")
         if p.eps is not None:
             try:
@@ -232,6 +259,29 @@ def _semantic(cfg: BenchConfig, base: Path) -> list[str]:
     return problems
 
 
+def identity_files(cfg: "BenchConfig", ident: str) -> tuple[list[Path], list[Path], list[Path]]:
+    """(images to protect and train on, clean reference images, the protector's clean images) of one identity.
+
+    ``setabc`` (Anti-DreamBooth's layout, the paper's): set_B, set_C, set_A; ``folder``: the split of one folder
+    and no separate protector's set (surrogates train on the images they protect)."""
+    root = cfg.data.root / ident
+
+    def imgs(folder: Path) -> list[Path]:
+        return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+    if cfg.data.layout == "setabc":
+        return imgs(root / "set_B"), imgs(root / "set_C"), imgs(root / "set_A")
+    files = imgs(root / cfg.data.subdir)
+    need = cfg.data.train + cfg.data.reference
+    if len(files) < need:
+        raise ValueError(f"{root / cfg.data.subdir}: {len(files)} images, the split needs {need}")
+    return files[: cfg.data.train], files[cfg.data.train : need], []
+
+
+def identities(cfg: "BenchConfig") -> list[str]:
+    return cfg.data.identities or sorted(p.name for p in cfg.data.root.iterdir() if p.is_dir())
+
+
 def missing_packages(cfg: BenchConfig) -> list[str]:
     """Problems that only matter when stages run (checked before the first stage, not by a dry run)."""
     return [f"recipes[{i}].optimizer: adamw8bit needs the bitsandbytes package, which is not installed "
@@ -266,7 +316,38 @@ def load_config(path: str | Path) -> BenchConfig:
         cfg.data.layout, cfg.data.subdir = "folder", "clean"
     else:
         cfg.data.root = cfg.data.root if cfg.data.root.is_absolute() else (path.parent / cfg.data.root).resolve()
+    for p in cfg.protections:
+        if p.path is not None and not p.path.is_absolute():
+            p.path = (path.parent / p.path).resolve()
+    problems = _external_pairs(cfg)
+    if problems:
+        raise ConfigError(str(path), problems)
     return cfg
+
+
+def _external_pairs(cfg: BenchConfig) -> list[str]:
+    """Every training image of every identity has its protected file in each external entry's folder, of the
+    same size (read from the headers: nothing is decoded)."""
+    from PIL import Image
+
+    from ..stages.protect import external_pairs
+
+    problems = []
+    for i, p in enumerate(cfg.protections):
+        if p.method.lower() != EXTERNAL or p.path is None:
+            continue
+        for ident in identities(cfg):
+            try:
+                pairs = external_pairs(identity_files(cfg, ident)[0], p.path / ident)
+            except (InputError, ValueError) as exc:
+                problems.append(f"protections[{i}].path: {exc}")
+                continue
+            for clean, prot in pairs:
+                with Image.open(clean) as a, Image.open(prot) as b:
+                    if a.size != b.size:
+                        problems.append(f"protections[{i}].path: {prot} is {b.size[0]}x{b.size[1]}, its clean image "
+                                        f"{clean} is {a.size[0]}x{a.size[1]}: a protection keeps the size")
+    return problems
 
 
 def _semantic_partial(raw: dict, base: Path) -> list[str]:
@@ -281,7 +362,7 @@ def _semantic_partial(raw: dict, base: Path) -> list[str]:
 
     out = []
     for i, p in enumerate(items("protections")):
-        if (isinstance(p, dict) and isinstance(p.get("method"), str) and p["method"].lower() != "none"
+        if (isinstance(p, dict) and isinstance(p.get("method"), str) and p["method"].lower() not in ("none", EXTERNAL)
                 and p["method"].lower() not in PROTECTIONS):
             out.append(f"protections[{i}].method: unknown protection {p['method']!r}")
     for i, n in enumerate(items("purifications")):

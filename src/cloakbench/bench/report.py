@@ -31,7 +31,8 @@ TEMPLATE = """<!doctype html>
 <style>
 body{font-family:system-ui,sans-serif;margin:2em;color:#222} table{border-collapse:collapse;margin:1em 0}
 td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px;text-align:right} th{background:#f3f3f3}
-td.l,th.l{text-align:left} .grid img{width:96px;height:96px;object-fit:cover;margin:1px} .cell{margin:6px 0}
+td.l,th.l{text-align:left} td{white-space:nowrap} td.l{white-space:normal} .grid img{width:96px;height:96px;object-fit:cover;margin:1px} #images td{vertical-align:top}
+.grid{display:grid;grid-template-columns:repeat(2,98px)} .cell{margin:6px 0}
 .grid.px img{image-rendering:pixelated}
 .small{color:#666;font-size:12px} td.breaks{color:#b00;font-weight:bold} td.holds{color:#070}
 </style></head>
@@ -93,9 +94,12 @@ the red team brings them back; the projections of <code>analysis/</code> (clean,
 <h2>Plots</h2>
 {% for p in plots %}<img class="plot" src="{{ p }}" alt="{{ p }}" style="max-width:720px">{% endfor %}
 <h2>Images</h2>
-{% for c in grids %}<div class="cell"><div class="small">{{ c.title }}</div><div class="grid{{ ' px' if c.pixelated }}">
-{% for row in c.rows %}<div>{{ row.label }}: {% for src in row.images %}<img src="{{ src }}" alt="{{ row.label }}">{% endfor %}</div>{% endfor %}
-</div></div>{% endfor %}
+<p class="small">One row per cell (the first {{ grids|length }}, clean first): the clean photos it started from, the
+protected, the purified (red team) and the generated images, in aligned columns; every image links to its file.</p>
+<table id="images"><tr><th class="l">cell</th>{% for col in image_columns %}<th class="l">{{ col }}</th>{% endfor %}</tr>
+{% for c in grids %}<tr><td class="l small">{{ c.title }}</td>{% for col in image_columns %}<td class="l">
+<div class="grid{{ ' px' if c.pixelated }}">{% for src in c.columns.get(col, []) %}<a href="{{ src }}"><img src="{{ src }}" alt="{{ col }}"></a>{% endfor %}</div></td>{% endfor %}</tr>
+{% endfor %}</table>
 <h2>Provenance</h2><pre>{{ provenance }}</pre>
 <script>
 window.addEventListener("load", function () {
@@ -188,6 +192,7 @@ def build(run_dir: str | Path, *, max_grids: int = 24) -> Path:
         if sources:
             rows_img.insert(0, {"label": "clean", "images": [os.path.relpath(p, run) for p in sources[:4]]})
         grids.append({"title": " / ".join(f"{k}={v}" for k, v in lab.items()), "rows": rows_img,
+                      "columns": {r["label"]: r["images"] for r in rows_img},
                       "pixelated": _small(run / rows_img[-1]["images"][0]) if rows_img and rows_img[-1]["images"] else False})
 
     plots = _plots(run, table, metrics)
@@ -198,13 +203,14 @@ def build(run_dir: str | Path, *, max_grids: int = 24) -> Path:
             p["l2_text"] = f"{p['budget']['l2_255']:.0f}/255" if p["budget"] else "-"
             p["gap_text"] = {m: interval(p["gap"].get(m)) for m in scored}
             for t in p["teams"]:
-                t["share_text"] = {m: share(t["recovered"].get(m)) for m in scored}
+                t["share_text"] = {m: share(t["recovered"].get(m), t["state"] if m == verdict["headline"] else None)
+                                   for m in scored}
     verdict_plot = plot(verdict, run / "report_files")
     analysis = [os.path.relpath(p, run) for p in sorted((run / "analysis").glob("*.png"))]
     prov = rows[0]["provenance"] if rows else "{}"
     html = Environment(autoescape=select_autoescape()).from_string(TEMPLATE).render(
         name=run.name, rows_count=len(rows), n_cells=len(cells), metrics=metrics, table=table, timing=timing_rows,
-        pivots=pivots, eavg=eavg, verdict=verdict, scored=scored, analysis=analysis,
+        pivots=pivots, eavg=eavg, verdict=verdict, image_columns=("clean", "protected", "purified", "generated"), scored=scored, analysis=analysis,
         verdict_plot=f"report_files/{verdict_plot}" if verdict_plot else None,
         grids=grids, plots=plots, provenance=json.dumps(json.loads(prov), indent=2),
         n_images=sum(len(r["images"]) for g in grids for r in g["rows"]) + len(plots))

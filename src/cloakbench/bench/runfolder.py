@@ -41,6 +41,7 @@ def identity(cfg) -> dict[str, Any]:
     add cells to a recipe by widening them."""
     dump = cfg.model_dump(mode="json")
     dump["recipes"] = [r.dump() for r in cfg.recipes]
+    dump["protections"] = [p.dump() for p in cfg.protections]
     dump.pop("executor", None)
     dump.pop("tables", None)  # how the plan is shown, not what a cell measures
     dump["data"].pop("root", None)
@@ -49,7 +50,7 @@ def identity(cfg) -> dict[str, Any]:
     shared["data"] = {k: v for k, v in dump["data"].items() if k not in ("identities", "world")}
     if dump["data"].get("world"):
         shared["data"]["world"] = {k: v for k, v in dump["data"]["world"].items() if k != "subjects"}
-    labels = {"protection": {protection_label(p): _hash([shared, p.model_dump(mode="json")]) for p in cfg.protections},
+    labels = {"protection": {protection_label(p): _hash([shared, p.dump()]) for p in cfg.protections},
               "purification": {p: _hash([shared, p, cfg.purify_options.get(p, {})]) for p in cfg.purifications},
               "recipe": {r.name: _hash([shared, r.work()]) for r in cfg.recipes}}
     # the recipe labels as folders written before 2026-12-01 hold them (plan filters included), accepted as equal
@@ -58,9 +59,12 @@ def identity(cfg) -> dict[str, Any]:
 
 
 def protection_label(prot) -> str:
-    """The cell label of a protection spec: ``none``, or ``method@eps`` (``advdm@8/255``)."""
+    """The cell label of a protection spec: ``none``, ``method@eps`` (``advdm@8/255``), or an external entry's
+    ``name`` (default: its folder's name)."""
     if prot.method.lower() == "none":
         return "none"
+    if prot.method.lower() == "external":
+        return prot.name or Path(str(prot.path)).name
     return prot.method + (f"@{prot.eps}" if prot.eps is not None else "")
 
 

@@ -23,36 +23,14 @@ from typing import Any
 from .. import protocol, stages
 from ..stages.output import write_record
 from ..errors import ConfigError, RunFolderError
-from ..images import IMAGE_SUFFIXES, parse_budget
-from .config import BenchConfig, missing_packages, prompts
+from ..images import parse_budget
+from ..stages.protect import external_pairs
+from .config import EXTERNAL, BenchConfig, identities, identity_files, missing_packages, prompts
 from .runfolder import claim, locked, protection_label
 from .spec import Spec, files_hash
 from .store import write_rows
 
 log = logging.getLogger(__name__)
-
-
-def identity_files(cfg: BenchConfig, ident: str) -> tuple[list[Path], list[Path], list[Path]]:
-    """(images to protect and train on, clean reference images, the protector's clean images) of one identity.
-
-    ``setabc`` (Anti-DreamBooth's layout, the paper's): set_B, set_C, set_A; ``folder``: the split of one folder
-    and no separate protector's set (surrogates train on the images they protect)."""
-    root = cfg.data.root / ident
-
-    def imgs(folder: Path) -> list[Path]:
-        return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-
-    if cfg.data.layout == "setabc":
-        return imgs(root / "set_B"), imgs(root / "set_C"), imgs(root / "set_A")
-    files = imgs(root / cfg.data.subdir)
-    need = cfg.data.train + cfg.data.reference
-    if len(files) < need:
-        raise ValueError(f"{root / cfg.data.subdir}: {len(files)} images, the split needs {need}")
-    return files[: cfg.data.train], files[cfg.data.train : need], []
-
-
-def identities(cfg: BenchConfig) -> list[str]:
-    return cfg.data.identities or sorted(p.name for p in cfg.data.root.iterdir() if p.is_dir())
 
 
 def plan(cfg: BenchConfig) -> tuple[list[Spec], dict[str, list[Path]]]:
@@ -77,6 +55,12 @@ def plan(cfg: BenchConfig) -> tuple[list[Spec], dict[str, list[Path]]]:
             for prot in cfg.protections:
                 if prot.method.lower() == "none":  # the clean baseline: train on the images as they are
                     protected = train_key
+                elif prot.method.lower() == EXTERNAL:  # protected elsewhere: paired by name, budget measured
+                    ext = [q for _, q in external_pairs(train_files, prot.path / ident)]
+                    ext_key = "files:" + files_hash(ext)
+                    files[ext_key] = ext
+                    protected = add(Spec("protect", {"method": EXTERNAL, "eps": None, "resolution": cfg.resolution},
+                                         {"images": train_key, "external": ext_key}, {"identity": ident})).hash
                 else:
                     eps = None if prot.eps is None else parse_budget(prot.eps)
                     inputs = dict(protect_inputs)
@@ -176,6 +160,37 @@ class Runner:
     def done(self, spec: Spec) -> bool:
         return (self.folder(spec) / "DONE.json").is_file()
 
+    def describe(self, spec: Spec) -> str:
+        """A stage in words for a progress line: its kind and the cell coordinates it serves (those of the first
+        evaluate stage downstream), e.g. ``train subject007 advdm@16/255 codesr-mini dreambooth-cdl``; the seed
+        when the grid has several."""
+        if not hasattr(self, "_coords"):
+            self._coords: dict[str, dict[str, Any]] = {}
+            for ev in (s for s in self.specs if s.kind == "evaluate"):
+                todo = [ev.hash]
+                while todo:
+                    h = todo.pop()
+                    if h in self._coords or h not in self.by_hash:
+                        continue
+                    self._coords[h] = ev.labels
+                    todo += [v for v in self.by_hash[h].inputs.values() if isinstance(v, str) and v in self.by_hash]
+        lab = self._coords.get(spec.hash, spec.labels)
+        keys = {"protect": ("identity", "protection"), "purify": ("identity", "protection", "purification"),
+                "train": ("identity", "protection", "purification", "recipe"),
+                "sample": ("identity", "protection", "purification", "recipe", "qes"),
+                "evaluate": ("identity", "protection", "purification", "recipe", "qes")}.get(spec.kind, ())
+        parts = [spec.kind.replace("_", " ")]
+        for k in keys:
+            v = lab.get(k)
+            if k == "qes":
+                parts += ["QES"] if v else []
+            elif v is not None and not (k == "purification" and v == "none"):
+                parts.append(str(v))
+        seed = spec.params.get("seed", lab.get("seed"))
+        if len(self.cfg.seeds) > 1 and seed is not None:
+            parts.append(f"seed {seed}")
+        return " ".join(parts)
+
     def counts(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
         for s in self.specs:
@@ -274,9 +289,12 @@ class Runner:
         return load_model(self.cfg.model, device=self.device)
 
     def _stage_protect(self, spec: Spec, work: Path) -> dict[str, Any]:
-        from ..stages.protect import load_surrogates
+        from ..stages.protect import external, load_surrogates
 
         p = spec.params
+        if p["method"] == EXTERNAL:
+            return external(self._input_paths(spec.inputs["images"]), self._input_paths(spec.inputs["external"]), work,
+                            resolution=p["resolution"])
         instance_prompt, class_prompt = p.get("prompts", (protocol.INSTANCE_PROMPT, protocol.CLASS_PROMPT))
         classes = self.folder(self.by_hash[spec.inputs["classes"]]) if "classes" in spec.inputs else None
         surrogate = self._input_paths(spec.inputs["surrogate"]) if "surrogate" in spec.inputs else None

@@ -20,7 +20,7 @@ The headline metric is the first metric of the grid's ``metrics`` with a directi
 ``breaks`` when the whole interval of its recovered share is at or above :data:`BREAKS_AT` (it restores at
 least half of what the protection took), ``holds`` when the whole interval is below it, ``unresolved``
 otherwise (this many identities cannot tell). A protection whose gap interval reaches 0 has ``no
-measured effect`` and no red-team states. The verdict line: ``holds against N of M red teams; strongest: X
+measured effect``; its red teams' state is ``no gap``. The verdict line: ``holds against N of M red teams; strongest: X
 recovers Y % [lo, hi]``.
 
 A *red team* is a purifier, CDL, QES or a combination (:func:`~cloakbench.bench.effects.team_name`); a
@@ -205,12 +205,14 @@ def _victim(cells, metrics: list[str], dirs: dict[str, bool | None], headline: s
     for prot in sorted({p for p, _ in cells} - {"none"}):
         gaps = {m: _signed(difference(cells, m, ("none", "none"), (prot, "none")), 1 if dirs[m] else -1) for m in scored}
         teams = []
+        effect = bool(gaps.get(headline)) and gaps[headline]["ci"][0] > 0
         for t in sorted((t for p, t in cells if p == prot and t != "none"), key=_rank):
             shares = {m: recovery(cells, m, prot, t) for m in scored}
             for s in shares.values():
                 if s:
                     s["resolved"] = resolved(s)
-            teams.append({"red_team": t, "recovered": shares, "state": _state(shares.get(headline))})
+            # without a measured gap there is nothing to break or hold: a share of a gap near 0 means nothing
+            teams.append({"red_team": t, "recovered": shares, "state": _state(shares.get(headline)) if effect else "no gap"})
         entry = {"protection": prot, "budget": budget.get(prot), "gap": gaps, "teams": teams}
         protections.append(entry | _worst(cells, prot, teams, gaps.get(headline), headline, dirs))
     ablations = [{"protection": prot, "team": team, "baseline": base,

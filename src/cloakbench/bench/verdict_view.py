@@ -29,11 +29,12 @@ def interval(d: Mapping[str, Any] | None, *, sign: bool = True) -> str:
     return text + (f" {d['same_sign']}/{d['n']}" if sign and "same_sign" in d else "")
 
 
-def share(d: Mapping[str, Any] | None) -> str:
-    """``86% [69, 126]``, or :data:`UNRESOLVED` when its interval is too wide to tell 0 % from 50 %."""
+def share(d: Mapping[str, Any] | None, state: str | None = None) -> str:
+    """``86% [69, 126]``, or :data:`UNRESOLVED` when its interval is too wide to tell 0 % from 50 % (narrower than
+    ``effects.RESOLVED_WIDTH``, or wholly on one side of 50 %: ``state`` ``breaks`` / ``holds``)."""
     if not d:
         return "-"
-    if not d.get("resolved", True):
+    if not d.get("resolved", True) and state not in ("breaks", "holds"):
         return UNRESOLVED
     lo, hi = d["ci"]
     if lo != lo:  # NaN: no finite draw
@@ -114,13 +115,15 @@ def tables(verdict: Mapping[str, Any], width: int = 80) -> list:
             out.append(_table(f"protection gap{where}: clean - protected, signed so > 0 means it protects",
                               f"mean [95% CI over {n}] and identities with the mean's sign; L-inf: measured on the "
                               f"saved PNGs. {names}.", cols, rows, width, 3, "not shown at this width"))
-        cols = [("protection", "left"), ("red team", "left"), ("state", "left"), *((short(m), "right") for m in scored)]
+        cols = [("protection", "left"), ("red team", "left"), ("state", "left"), (short(verdict["headline"]), "right"),
+                *((short(m), "right") for m in scored if m != verdict["headline"])]
         rows = []
         for p in v["protections"]:
             for i, t in enumerate(p["teams"]):
                 label = t["red_team"] + (" *" if t["red_team"] == p["strongest"] else "")
                 rows.append([p["protection"] if i == 0 else "", label, t["state"],
-                             *(share(t["recovered"].get(m)) for m in scored)])
+                             share(t["recovered"].get(verdict["headline"]), t["state"]),
+                             *(share(t["recovered"].get(m)) for m in scored if m != verdict["headline"])])
         if rows:
             out.append(_table(f"share of the gap each red team recovers{where}",
                               f"mean[red - protected] / mean[clean - protected], 95% CI over {n}; * strongest; "

@@ -37,7 +37,7 @@ def summarize(run_dir: str | Path | list, cfg) -> dict[str, Any]:
     differences) and ``verdict`` (the whole verdict). The demo and benchmarks/mini_eval.py print this.
     ``run_dir`` may be a list of run folders that each ran part of the grid (e.g. one seed each, in parallel)."""
     from ..bench.prior import class_image_rows
-    from ..bench.runner import identities, identity_files
+    from ..bench.config import identities, identity_files
     from ..bench.verdict import compute
     from ..images import read_images
 
@@ -65,15 +65,22 @@ def summarize(run_dir: str | Path | list, cfg) -> dict[str, Any]:
             **{k: next((m for m in metrics if m.split("[")[0] == k), None) for k in PRIOR}}
 
 
+def demo_runner(out: str | Path, *, config: str | Path = CONFIG, device: str | None = None):
+    """The bench runner of the demo grid ``config`` in ``out`` (on the CPU unless ``device`` says otherwise)."""
+    from ..bench import Runner, load_config
+
+    return Runner(load_config(config), Path(out), device=device or "cpu")
+
+
 def run_demo(out: str | Path, *, config: str | Path = CONFIG, progress: Callable | None = None,
-             device: str | None = None, workers: int | None = None) -> dict[str, Any]:
+             device: str | None = None, workers: int | None = None, runner=None) -> dict[str, Any]:
     """Run (or resume) the demo grid in ``out``; returns the summary (also written to ``demo.json``).
+    ``runner``: the :func:`demo_runner` to use (the CLI makes it first, for its progress display).
     ``workers``: stages run at once (:func:`cloakbench.bench.executors.run_local`); default 2 on a CPU with
     two or more cores (the mini models are too small for two threads to share one training well), else 1."""
     import torch
 
     from ..analysis.misalignment import analyze
-    from ..bench import Runner, load_config
     from ..bench.config import prompts
     from ..bench.executors import cores, run_local
     from ..bench.report import build
@@ -83,8 +90,8 @@ def run_demo(out: str | Path, *, config: str | Path = CONFIG, progress: Callable
     from ..models import load_clip
 
     out = Path(out)
-    cfg = load_config(config)
-    runner = Runner(cfg, out, device=device or "cpu")
+    runner = runner or demo_runner(out, config=config, device=device)
+    cfg = runner.cfg
     if workers is None:
         workers = min(2, cores()) if runner.device == "cpu" else 1
     counts = run_local(runner, progress, workers=workers)

@@ -101,3 +101,55 @@ def protect(
     }
     write_record(out, "protection.json", record)
     return record
+
+
+def external_pairs(clean: Sequence[Path], folder: Path) -> list[tuple[Path, Path]]:
+    """Pair each clean training image with its protected version in ``folder`` by file stem (any image suffix:
+    ``03.jpg`` -> ``03.png``); raise :class:`InputError` naming the folder and every clean file without one."""
+    from ..images import IMAGE_SUFFIXES
+
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no folder of protected images for this identity")
+    found = {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    missing = [c.name for c in clean if c.stem not in found]
+    if missing:
+        raise InputError(f"{folder}: no protected file for {', '.join(missing)} (paired by name, any image suffix)")
+    return [(c, found[c.stem]) for c in clean]
+
+
+def external(clean: Sequence[Path], protected: Sequence[Path], out: Path, *, resolution: int = 512) -> dict[str, Any]:
+    """Bring images protected elsewhere (Glaze, an app, another paper's code) into a grid as a protection.
+
+    ``protected[i]`` is the protected version of ``clean[i]`` (:func:`external_pairs`). The budget is measured
+    on the files as given, in 8 bits at their own size (``measured``: what the protector shipped), and again on
+    the ``resolution`` crops the victim trains on (``measured_at_resolution``). Writes ``out/<stem>.png`` (the
+    protected crops), ``out/clean/<stem>.png`` and ``out/protection.json``, as :func:`protect` does."""
+    clean, protected = list(clean), list(protected)
+    if len(clean) != len(protected):
+        raise InputError(f"{len(clean)} clean and {len(protected)} protected images: they pair one to one")
+    per_file = {}
+    for c, p in zip(clean, protected):
+        a, b = read_images([c], None, min_size=None).images, read_images([p], None, min_size=None).images
+        if a.shape != b.shape:
+            raise InputError(f"{p}: {b.shape[-1]}x{b.shape[-2]}, its clean image {c} is {a.shape[-1]}x{a.shape[-2]}")
+        d = perturbation_norms(a, b)
+        per_file[p.name] = {"clean": str(c), "linf_255": float(d.linf_255[0]), "l2_255": float(d.l2_255[0])}
+    linf = [v["linf_255"] for v in per_file.values()]
+    l2 = [v["l2_255"] for v in per_file.values()]
+    names = unique_stems(clean)
+    save_images(read_images(clean, resolution, min_size=None).images, out / "clean", names)
+    save_images(read_images(protected, resolution, min_size=None).images, out, names)
+    d = perturbation_norms(read_images([out / "clean" / f"{n}.png" for n in names], None, min_size=None).images,
+                           read_images([out / f"{n}.png" for n in names], None, min_size=None).images)
+    record = {
+        "method": "external", "paper": None, "config": {"files": [str(p) for p in protected]}, "seed": None,
+        "steps": None, "resolution": resolution, "seconds": 0.0, "seconds_per_image": 0.0,
+        "eps_nominal": None, "eps_nominal_255": None,
+        "measured": {"linf_255": linf, "l2_255": l2, "linf_max": max(linf) / 255, "linf_max_255": max(linf),
+                     "l2_mean": sum(l2) / len(l2) / 255, "l2_mean_255": sum(l2) / len(l2)},
+        "measured_at_resolution": {"linf_255": d.linf_255.tolist(), "l2_255": d.l2_255.tolist(), **d.summary()},
+        "files": per_file, "sources": [str(p) for p in clean], "class_images": 0,
+        "surrogate_images": None, "surrogate_images_used": None,
+    }
+    write_record(out, "protection.json", record)
+    return record
