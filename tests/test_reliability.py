@@ -286,3 +286,137 @@ def test_progress_is_printed_as_lines_when_not_on_a_terminal():
     lines = console.export_text().splitlines()
     assert lines[0].startswith("class images: 1/3") and lines[-1].startswith("class images: 3/3")
     assert lines[0].endswith("s left)") and "left" not in lines[-1]  # time left at the rate so far (#32 item 4)
+
+
+# ------------------------------------------------------------------ #37 item 1: no code from weights files
+class _Planted:
+    """Unpickling this writes a marker file (what a planted checkpoint would do)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _planted_files(tmp_path):
+    import pickle
+
+    import torch
+
+    marker = tmp_path / "ran.txt"
+    script = torch.jit.script(torch.nn.Linear(2, 2))
+    files = {}
+    for suffix in (".pt", ".pth", ".safetensors"):  # judged by content, whatever the name says
+        torch.jit.save(script, tmp_path / f"script{suffix}")
+        files[f"script{suffix}"] = "TorchScript"
+    torch.save({"w": torch.zeros(2), "x": _Planted(marker)}, tmp_path / "pickled.pth")
+    files["pickled.pth"] = "pickled objects other than tensors"
+    with open(tmp_path / "legacy.ckpt", "wb") as fh:
+        pickle.dump({"x": _Planted(marker)}, fh, protocol=2)
+    files["legacy.ckpt"] = "pickled objects other than tensors"
+    return marker, files
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.script / save, used to plant the archive
+def test_weights_files_are_read_as_tensors_only(tmp_path, monkeypatch):
+    import torch
+    from safetensors.torch import save_file
+
+    from cloakbench.safe_tensors import read_state_dict
+
+    marker, files = _planted_files(tmp_path)
+    monkeypatch.setattr(torch.jit, "load", lambda *a, **k: pytest.fail("torch.jit.load was called"))
+    for name, why in files.items():
+        with pytest.raises(InputError, match=why):
+            read_state_dict(tmp_path / name)
+    assert not marker.exists()  # nothing ran
+    save_file({"w": torch.ones(3)}, tmp_path / "ok.safetensors")
+    torch.save({"params_ema": {"w": torch.ones(3)}}, tmp_path / "ok.pth")
+    assert read_state_dict(tmp_path / "ok.safetensors")["w"].sum() == 3
+    assert read_state_dict(tmp_path / "ok.pth")["params_ema"]["w"].sum() == 3
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+@pytest.mark.parametrize("route", ["purify-cli", "codeformer", "liqe"])
+def test_every_weights_loader_refuses_planted_files(tmp_path, monkeypatch, route):
+    """The CLI's `purify -m spandrel-sr --weights X`, CodeFormer's loader and LIQE's all read tensors only."""
+    import torch
+
+    marker, files = _planted_files(tmp_path)
+    monkeypatch.setattr(torch.jit, "load", lambda *a, **k: pytest.fail("torch.jit.load was called"))
+    photos(tmp_path / "in", names=["a.png"])
+    for name in ("script.pt", "pickled.pth"):
+        path = tmp_path / name
+        if route == "purify-cli":
+            pytest.importorskip("spandrel")
+            res, text = run("purify", "-m", "spandrel-sr", "-o", f"weights={path}", tmp_path / "in", tmp_path / f"out-{name}")
+            assert res.exit_code == 2 and ("TorchScript" in text or "pickled objects" in text), text
+            assert not (tmp_path / f"out-{name}").exists()
+        elif route == "codeformer":
+            pytest.importorskip("spandrel_extra_arches")
+            from cloakbench.purify.spandrel_io import load_restorer
+
+            with pytest.raises(InputError):
+                load_restorer.__wrapped__(str(path))
+        else:
+            from cloakbench.metrics.iqa import LIQE
+
+            with pytest.raises(InputError):
+                LIQE(weights=path)
+    assert not marker.exists()
+
+
+# ------------------------------------------------------------------ #37 item 2: never overwrite what the command did not write
+def test_user_folders_and_files_are_never_overwritten(tmp_path):
+    folder = tmp_path / "mine"
+    photos(folder, names=["results.csv", "x.png"][1:])
+    (folder / "results.csv").write_text("my,table\n")
+    res, text = run("bench", _grid(tmp_path), "--out", folder)
+    assert res.exit_code == 2 and "is not a run folder and holds results.csv, x.png" in text, text
+    res, text = run("bench", _grid(tmp_path), "--out", folder, "--dry-run")
+    assert res.exit_code == 2 and "not a run folder" in text
+    res, text = run("demo", "--out", folder)
+    assert res.exit_code == 2 and "not a run folder" in text
+    assert (folder / "results.csv").read_text() == "my,table\n" and sorted(p.name for p in folder.iterdir()) == [
+        "results.csv", "x.png"]
+    # evaluate --json: never into its inputs, never over a file that is not JSON
+    src = photos(tmp_path / "gen")
+    before = (src / "a.png").read_bytes()
+    res, text = run("evaluate", src, "--metrics", "brisque", "--json", src / "a.png")
+    assert res.exit_code == 2 and "inside the input folder" in text
+    other = tmp_path / "notes.txt"
+    other.write_text("keep")
+    res, text = run("evaluate", src, "--metrics", "brisque", "--json", other)
+    assert res.exit_code == 2 and "not a .json file" in text and other.read_text() == "keep"
+    assert (src / "a.png").read_bytes() == before
+    # mini train never writes the shipped weights unless told where
+    res, text = run("mini", "train", "--quick")
+    assert res.exit_code == 2 and "--out" in text
+
+
+# ------------------------------------------------------------------ #37 item 4: non-finite and unknown options
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-1"])
+def test_non_finite_or_negative_step_is_refused_before_any_work(tmp_path, value):
+    src = photos(tmp_path / "photos")
+    res, text = run("protect", *PROTECT, "-o", f"alpha={value}", src, tmp_path / "out")
+    assert res.exit_code == 2 and "alpha" in text and ("finite" in text or "> 0" in text), text
+    assert not (tmp_path / "out").exists()
+
+
+def test_grid_options_are_checked_by_the_config_and_dry_run(tmp_path):
+    path = _grid(tmp_path)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["protections"] = [{"method": "none"}, {"method": "advdm", "eps": "8/255", "options": {"alpha": float("nan"),
+                                                                                           "nosuch": 1}}]
+    cfg["purifications"] = ["none", "jpeg"]
+    cfg["purify_options"] = {"jpeg": {"quality": float("inf"), "qualty": 75}}
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    text = str(err.value)
+    for part in ("protections[1].options: unknown option(s) nosuch", "protections[1].options: alpha=nan",
+                 "purify_options.jpeg: unknown option(s) qualty", "purify_options.jpeg: quality=inf"):
+        assert part in text, text
+    res, text = run("bench", path, "--out", tmp_path / "run", "--dry-run")
+    assert res.exit_code == 2 and "nosuch" in text and not (tmp_path / "run").exists()

@@ -118,7 +118,10 @@ def grid(clean: Path, protected: Path, *, model: str = "mini", red_teams: list[s
 
 def write_grid(run: Path, cfg: dict[str, Any]) -> Path:
     """``run/audit.yaml``; an existing one that holds another audit is refused (never replaced)."""
+    from .bench.runfolder import refuse_foreign
+
     path = Path(run) / GRID
+    refuse_foreign(Path(run))
     text = "# written by `cloakbench audit`; `cloakbench bench audit.yaml --out .` reruns it\n" + yaml.safe_dump(
         cfg, sort_keys=False)
     if path.is_file():

@@ -549,6 +549,15 @@ def evaluate(
     """Score GEN_DIR with identity, quality, fidelity and budget metrics; print a table, write JSON."""
     from .stages.output import write_record
 
+    if json_out is not None:  # checked before any metric runs: never write over a photo or into the inputs
+        inside = [d for d in (gen_dir, reference) if d is not None and json_out.resolve().is_relative_to(d.resolve())]
+        if inside:
+            raise typer.BadParameter(f"{json_out} is inside the input folder {inside[0]}: write the JSON elsewhere",
+                                     param_hint="--json")
+        if json_out.exists() and (json_out.is_dir() or json_out.suffix.lower() != ".json"):
+            raise typer.BadParameter(f"{json_out} exists and is not a .json file: it would be replaced",
+                                     param_hint="--json")
+
     options = {"clip_iqac": {"clip": clip} if clip else {}, "liqe": {"weights": liqe} if liqe else {},
                "q": {**({"clip": clip} if clip else {}), **({"liqe": liqe} if liqe else {})}}
     ev = stages.evaluate(gen_dir, reference, metrics=[m.strip() for m in metrics.split(",") if m.strip()],
@@ -694,7 +703,8 @@ app.add_typer(mini_app, name="mini")
 
 @mini_app.command("train")
 def mini_train(
-    out: Path = typer.Option(None, "--out", help="Output folder (default: the shipped folder inside the package)."),
+    out: Path = typer.Option(..., "--out", help="Output folder (the shipped weights are never replaced by a run "
+                             "without --out; CLOAKBENCH_MINI_WEIGHTS=OUT uses the new ones)."),
     quick: bool = typer.Option(False, "--quick", help="A one-minute run of the same code (plumbing check)."),
     seed: int = typer.Option(0, help="Seed of the world and of every model."),
     only: list[str] = typer.Option(None, "--only", help="Train just this model (repeatable: clip vae unet pixel vq sr "
@@ -715,9 +725,12 @@ def mini_train(
     from .minilab.data import FULL, QUICK
     from .minilab.train import train_all
 
+    if quick and out.resolve() == Path(SHIPPED).resolve():
+        raise typer.BadParameter(f"{out} is the shipped weights folder: a --quick run never replaces them",
+                                 param_hint="--out")
     cfg = replace(QUICK if quick else FULL, seed=seed)
-    manifest = train_all(out or SHIPPED, cfg, log=lambda m: console.print(escape(m)), only=only or None, base=base)
-    console.print(f"trained in {manifest['train_seconds']:.0f} s -> {out or SHIPPED}")
+    manifest = train_all(out, cfg, log=lambda m: console.print(escape(m)), only=only or None, base=base)
+    console.print(f"trained in {manifest['train_seconds']:.0f} s -> {out}")
 
 
 @mini_app.command("export")

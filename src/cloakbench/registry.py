@@ -74,3 +74,20 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def non_finite(values: dict[str, Any], prefix: str = "") -> list[str]:
+    """The keys of ``values`` (nested mappings and lists walked) holding NaN or an infinity: such an option
+    would silently corrupt its output (``alpha=NaN`` made all-black "protected" images, #37)."""
+    import math
+
+    out = []
+    for key, v in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(v, float) and not math.isfinite(v):
+            out.append(f"{name}={v}")
+        elif isinstance(v, dict):
+            out += non_finite(v, f"{name}.")
+        elif isinstance(v, (list, tuple)):
+            out += non_finite({str(i): x for i, x in enumerate(v)}, f"{name}.")
+    return out

@@ -176,8 +176,13 @@ def prompts(cfg: "BenchConfig") -> tuple[str, str]:
     return (cfg.instance_prompt or protocol.instance_prompt(cfg.subject), cfg.class_prompt or protocol.class_prompt(cfg.subject))
 
 
+# the keyword arguments every protection takes besides its own options (protect.base.Protection.__init__)
+PROTECTION_KEYS = {"alpha", "norm", "random_start", "prompt", "class_prompt", "transforms", "eot_samples"}
+
+
 def _semantic(cfg: BenchConfig, base: Path) -> list[str]:
     from ..images import parse_budget
+    from ..registry import non_finite
     from ..metrics import METRICS
     from ..protect import PROTECTIONS
     from ..purify import PURIFIERS
@@ -198,6 +203,14 @@ def _semantic(cfg: BenchConfig, base: Path) -> list[str]:
             problems.append(f"protections[{i}]: path / name are for method external, not {p.method!r}")
         elif p.method.lower() != "none" and p.method.lower() not in PROTECTIONS:
             problems.append(f"protections[{i}].method: unknown protection {p.method!r}")
+        elif p.method.lower() != "none":  # options checked now, not when the protect stage builds the method
+            cls = PROTECTIONS.get(p.method).factory
+            unknown = sorted(set(p.options) - set(cls.options) - PROTECTION_KEYS)
+            if unknown:
+                problems.append(f"protections[{i}].options: unknown option(s) {', '.join(unknown)} of {p.method}; valid: "
+                                f"{', '.join(sorted(set(cls.options) | PROTECTION_KEYS))}")
+            for bad in non_finite(p.options):
+                problems.append(f"protections[{i}].options: {bad} must be a finite number")
         if p.eps is not None:
             try:
                 parse_budget(p.eps)
@@ -207,6 +220,14 @@ def _semantic(cfg: BenchConfig, base: Path) -> list[str]:
         for part in name.split("+"):
             if part != "none" and part.lower() not in PURIFIERS:
                 problems.append(f"purifications[{i}]: unknown purifier {part!r}")
+    for name, opts in cfg.purify_options.items():
+        parts = [PURIFIERS.get(x).factory for x in name.split("+") if x.lower() in PURIFIERS]
+        valid = set().union(*(getattr(c, "options", {}) for c in parts)) | {"seed", "device", "dtype"} if parts else None
+        if valid is not None and (unknown := sorted(set(opts) - valid)):
+            problems.append(f"purify_options.{name}: unknown option(s) {', '.join(unknown)}; valid: "
+                            f"{', '.join(sorted(valid))}")
+        for bad in non_finite(opts):
+            problems.append(f"purify_options.{name}: {bad} must be a finite number")
     for i, m in enumerate(cfg.metrics):
         if m.split("[")[0].lower() not in METRICS:
             problems.append(f"metrics[{i}]: unknown metric {m!r}")

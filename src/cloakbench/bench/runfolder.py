@@ -68,6 +68,30 @@ def protection_label(prot) -> str:
     return prot.method + (f"@{prot.eps}" if prot.eps is not None else "")
 
 
+OWN_BEFORE_GRID = {LOCK, "audit.yaml"}  # what a run folder may hold before grid.json (the lock, audit's grid)
+
+
+def foreign(run: Path) -> list[str]:
+    """Names in ``run`` that say it is not a run folder (a folder of the user's files): empty for a new or empty
+    folder, a run folder (``grid.json``), or one from before grid.json existed (``artifacts/`` and
+    ``results.sqlite``)."""
+    if not run.is_dir() or (run / GRID).is_file():
+        return []
+    names = sorted(p.name for p in run.iterdir() if p.name not in OWN_BEFORE_GRID)
+    if (run / "artifacts").is_dir() and (run / "results.sqlite").is_file():
+        return []
+    return names
+
+
+def refuse_foreign(run: Path) -> None:
+    """A :class:`RunFolderError` when ``run`` holds files no cloakbench run wrote: they would be replaced."""
+    names = foreign(run)
+    if names:
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        raise RunFolderError(f"{run} is not a run folder and holds {shown}: give a new or empty folder (a run "
+                             "writes results.csv, report.html, ... there and would replace files of those names)")
+
+
 def claim(run: Path, cfg, *, add: bool = False, dry: bool = False) -> None:
     """Record ``cfg`` as the run folder's grid, or check that it is the same grid (``add``: a different
     grid may join when no label changes meaning). ``dry``: check only, write nothing (``--dry-run`` refuses
@@ -75,6 +99,7 @@ def claim(run: Path, cfg, *, add: bool = False, dry: bool = False) -> None:
     mine = identity(cfg)
     before = mine.pop("labels_before")
     path = run / GRID
+    refuse_foreign(run)
     if not path.is_file():
         if dry:
             return

@@ -26,7 +26,7 @@ from ..errors import ConfigError, RunFolderError
 from ..images import parse_budget
 from ..stages.protect import external_pairs
 from .config import EXTERNAL, BenchConfig, identities, identity_files, missing_packages, prompts
-from .runfolder import claim, locked, protection_label
+from .runfolder import claim, locked, protection_label, refuse_foreign
 from .spec import Spec, files_hash
 from .store import write_rows
 
@@ -213,6 +213,7 @@ class Runner:
             yield
             return
         self._refuse_a_file()
+        refuse_foreign(self.run)  # before the lock file is written into a folder of the user's
         with locked(self.run):
             claim(self.run, self.cfg, add=self.add)
             self._held = True

@@ -178,8 +178,10 @@ class LIQE(Metric):
             path = wm.resolve(text) if text in {s.name for s in wm.list_specs()} else os.fspath(weights)
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"LIQE checkpoint {path} does not exist")
-            state = torch.load(path, map_location="cpu", weights_only=True)
             from ..models.device import pick_device
+            from ..safe_tensors import read_state_dict
+
+            state = read_state_dict(path)  # tensors only: TorchScript or pickled code refused by content
 
             self.clip = Clip(openai_to_hf(state).to(pick_device(device)), source=str(path))
             source = str(path)

@@ -19,7 +19,7 @@ import torch
 from .. import protocol
 from ..images import check_images, quantize
 from ..models.bundle import DiffusionModel
-from ..registry import Registry
+from ..registry import Registry, non_finite
 from .engine import PGD, finalize, run_pgd
 from .transforms import make_transforms
 
@@ -87,8 +87,13 @@ class Protection:
             raise TypeError(f"{self.name}: unknown option(s) {', '.join(unknown)}; "
                             f"valid: eps, alpha, steps, norm, random_start, prompt, class_prompt, transforms, "
                             f"eot_samples{', ' if self.options else ''}{', '.join(sorted(self.options))}")
+        bad = non_finite({"eps": eps, "alpha": alpha, **options})
+        if bad:
+            raise ValueError(f"{self.name}: option(s) {', '.join(bad)} must be finite numbers")
         self.eps = type(self).eps if eps is None else float(eps)
         self.alpha = type(self).alpha if alpha is None else float(alpha)
+        if not self.alpha > 0:
+            raise ValueError(f"{self.name}: alpha (the step size, [0, 1] units) must be > 0, got {self.alpha}")
         self.steps = type(self).steps if steps is None else int(steps)
         self.norm = type(self).norm if norm is None else norm
         self.random_start = type(self).random_start if random_start is None else bool(random_start)

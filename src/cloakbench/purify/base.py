@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..images import check_images
-from ..registry import Registry
+from ..registry import Registry, non_finite
 
 PURIFIERS: Registry["Purifier"] = Registry("purifier")
 
@@ -40,6 +40,9 @@ class Purifier:
         if unknown:
             raise TypeError(f"{self.name}: unknown option(s) {', '.join(unknown)}; valid: seed, device, dtype, "
                             f"{', '.join(sorted(self.options)) or '(none)'}")
+        bad = non_finite(options)
+        if bad:
+            raise ValueError(f"{self.name}: option(s) {', '.join(bad)} must be finite numbers")
         for k, v in self.options.items():
             setattr(self, k, options.get(k, v))
         self.seed, self.device, self.dtype = seed, device, dtype
