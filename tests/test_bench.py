@@ -132,6 +132,7 @@ def test_sigkill_halfway_then_resume(smoke_cfg, tmp_path):
 def test_report_renders_in_headless_chromium(smoke_cfg, tmp_path):
     import re
     import shutil
+    from urllib.parse import unquote
 
     from cloakbench.bench.report import build
 
@@ -155,7 +156,7 @@ def test_report_renders_in_headless_chromium(smoke_cfg, tmp_path):
     assert table.num_rows == len(read_rows(run / "results.sqlite")) > 0
     assert table.schema.field("value").type == "double"
     srcs = re.findall(r'<img[^>]+src="([^"]+)"', text)
-    assert srcs and all((run / s).resolve().is_file() for s in srcs)
+    assert srcs and all((run / unquote(s)).resolve().is_file() for s in srcs)
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         pytest.skip("chromium not installed (.ci/run installs the Debian package)")

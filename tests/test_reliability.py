@@ -420,3 +420,34 @@ def test_grid_options_are_checked_by_the_config_and_dry_run(tmp_path):
         assert part in text, text
     res, text = run("bench", path, "--out", tmp_path / "run", "--dry-run")
     assert res.exit_code == 2 and "nosuch" in text and not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------ #37 item 6: any name, spreadsheets, umask
+def test_exports_and_report_links_are_safe_for_any_name(tmp_path):
+    import csv
+
+    from cloakbench.bench.report import _href
+    from cloakbench.bench.store import export_csv, write_rows
+
+    row = {"spec_hash": "h", "metric": "ism", "value": -0.5, "n": 1, "n_no_face": 0, "identity": "=HYPERLINK(\"x\")",
+           "protection": "+cmd", "purification": "none", "recipe": "db", "qes": 0, "seed": 0, "details": {},
+           "provenance": {}}
+    write_rows(tmp_path / "r.sqlite", [row])
+    got = next(csv.DictReader((export_csv(tmp_path / "r.sqlite", tmp_path / "r.csv")).open()))
+    assert got["identity"] == "'=HYPERLINK(\"x\")" and got["protection"] == "'+cmd" and got["value"] == "-0.5"
+    assert _href(tmp_path / "id#1" / "a%b c.png", tmp_path) == "id%231/a%25b%20c.png"
+
+
+def test_outputs_respect_the_umask(tmp_path):
+    from cloakbench.images import atomic_write_bytes
+    from cloakbench.stages.output import staged
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "f.json", b"{}")
+        with staged(tmp_path / "out") as work:
+            (work / "x.txt").write_text("x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o755

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
+from .fsmode import as_umask
 
 log = logging.getLogger(__name__)
 
@@ -255,6 +256,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temp file in the same folder and an atomic rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    as_umask(tmp, directory=False)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)

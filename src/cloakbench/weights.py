@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import WeightError
+from .fsmode import as_umask
 
 CHUNK = 1 << 20
 log = logging.getLogger(__name__)
@@ -217,6 +218,7 @@ def fetch(
         raise MissingWeightError(spec, dest, "offline: HF_HUB_OFFLINE or CLOAKBENCH_OFFLINE is set")
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    as_umask(tmp_name, directory=False)
     tmp = Path(tmp_name)
     try:
         h, done = hashlib.sha256(), 0

@@ -17,6 +17,7 @@ import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote
 
 from jinja2 import Environment, select_autoescape
 
@@ -166,7 +167,7 @@ def build(run_dir: str | Path, *, max_grids: int = 24) -> Path:
     eavg = expected_avg_table(rows, bases)
 
     def pngs(d: dict, k: int = 4) -> list[str]:
-        return [os.path.relpath(p, run) for p in sorted(Path(d["_dir"]).glob("*.png"))[:k]]
+        return [_href(p, run) for p in sorted(Path(d["_dir"]).glob("*.png"))[:k]]
 
     def order(d: dict) -> tuple:  # one identity's cells together: clean first, then by protection and red-team
         lab = d["spec"]["labels"]
@@ -190,10 +191,11 @@ def build(run_dir: str | Path, *, max_grids: int = 24) -> Path:
         rows_img = [{"label": label, "images": pngs(x)} for label, x in chain if x]
         sources = (upstream["outputs"].get("sources") if upstream else None) or clean_photos.get(lab.get("identity"))
         if sources:
-            rows_img.insert(0, {"label": "clean", "images": [os.path.relpath(p, run) for p in sources[:4]]})
+            rows_img.insert(0, {"label": "clean", "images": [_href(p, run) for p in sources[:4]]})
         grids.append({"title": " / ".join(f"{k}={v}" for k, v in lab.items()), "rows": rows_img,
                       "columns": {r["label"]: r["images"] for r in rows_img},
-                      "pixelated": _small(run / rows_img[-1]["images"][0]) if rows_img and rows_img[-1]["images"] else False})
+                      "pixelated": _small(run / unquote(rows_img[-1]["images"][0])) if rows_img and rows_img[-1]["images"]
+                      else False})
 
     plots = _plots(run, table, metrics)
     scored = [m for m, d in verdict["metrics"].items() if d is not None]
@@ -206,7 +208,7 @@ def build(run_dir: str | Path, *, max_grids: int = 24) -> Path:
                 t["share_text"] = {m: share(t["recovered"].get(m), t["state"] if m == verdict["headline"] else None)
                                    for m in scored}
     verdict_plot = plot(verdict, run / "report_files")
-    analysis = [os.path.relpath(p, run) for p in sorted((run / "analysis").glob("*.png"))]
+    analysis = [_href(p, run) for p in sorted((run / "analysis").glob("*.png"))]
     prov = rows[0]["provenance"] if rows else "{}"
     html = Environment(autoescape=select_autoescape()).from_string(TEMPLATE).render(
         name=run.name, rows_count=len(rows), n_cells=len(cells), metrics=metrics, table=table, timing=timing_rows,
@@ -219,6 +221,12 @@ def build(run_dir: str | Path, *, max_grids: int = 24) -> Path:
     tmp.write_text(html)
     os.replace(tmp, out)
     return out
+
+
+def _href(path: str | Path, run: Path) -> str:
+    """A link from report.html to ``path``: relative to the run folder, percent-encoded, so names holding ``#``,
+    ``%``, ``?`` or spaces open the right file (#37 item 6)."""
+    return quote(os.path.relpath(path, run))
 
 
 def paired_images(rows: list[dict[str, Any]], folders: dict[str, Path]) -> dict[tuple, dict[tuple, float]]:

@@ -56,12 +56,21 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
         con.close()
 
 
+def _cell(value: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``, tab, CR first) gets a
+    leading ``'`` (OWASP's CSV-injection rule); numbers are written as they are."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
 def export_csv(path: Path, out: Path) -> Path:
+    """The results table as CSV, text cells neutralised for spreadsheets (:func:`_cell`)."""
     rows = read_rows(path)
     with out.open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=COLUMNS)
         w.writeheader()
-        w.writerows(rows)
+        w.writerows({k: _cell(v) for k, v in r.items()} for r in rows)
     return out
 
 

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
+from ..fsmode import as_umask
 
 log = logging.getLogger(__name__)
 
@@ -253,6 +254,7 @@ class DiffusionModel:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        as_umask(tmp, directory=True)
         try:
             self.to_pipeline().save_pretrained(tmp, safe_serialization=True)
             meta = {"source": self.source, "prediction_type": self.prediction_type, **(extra or {})}

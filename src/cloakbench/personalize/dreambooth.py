@@ -30,6 +30,7 @@ from .. import protocol
 from ..errors import CheckpointError, InputError
 from ..models.bundle import DiffusionModel
 from .cdl import CDLPolicy, add_token
+from ..fsmode import as_umask
 
 log = logging.getLogger(__name__)
 
@@ -262,6 +263,7 @@ class DreamBoothTrainer:
         root = self.out / "checkpoints"
         root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".ckpt-", dir=root))
+        as_umask(tmp, directory=True)
         save_file(self._trainable_state(), tmp / "trainable.safetensors")
         tensors, groups = optimizer_to_tensors(self.opt.state_dict())
         save_file(tensors, tmp / "optimizer.safetensors")
@@ -442,6 +444,7 @@ class DreamBoothTrainer:
                 "resolved": {"mixed_precision": self.precision, "device": self.model.device.type}}
         if self.cfg.lora:
             tmp = Path(tempfile.mkdtemp(prefix=".lora-", dir=self.out))
+            as_umask(tmp, directory=True)
             save_file(lora_state(self.model.unet), tmp / "unet_lora.safetensors")
             if self.cfg.lora_text_encoder:
                 save_file(lora_state(self.model.text_encoder), tmp / "text_encoder_lora.safetensors")

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..images import atomic_write_bytes
+from ..fsmode import as_umask
 
 
 def write_record(folder: Path, name: str, record: dict[str, Any]) -> None:
@@ -86,6 +87,7 @@ def staged(final: Path) -> Iterator[Path]:
         else:
             shutil.rmtree(left, ignore_errors=True)
     work = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+    as_umask(work, directory=True)
     old = final.parent / f".{final.name}.old-{os.getpid()}"
     moved = False
     try:
