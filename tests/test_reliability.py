@@ -451,3 +451,42 @@ def test_outputs_respect_the_umask(tmp_path):
         os.umask(old)
     assert (tmp_path / "f.json").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "out").stat().st_mode & 0o777 == 0o755
+
+
+# ------------------------------------------------------------------ #37 item 5: folder-atomic mini weights
+def test_a_failed_mini_weights_save_leaves_the_old_folder_whole(tmp_path, monkeypatch):
+    import types
+
+    import safetensors.torch
+    import torch
+
+    from cloakbench.models.mini import stack
+
+    def models(value):
+        out = {}
+        for name in stack.PARTS:
+            m = torch.nn.Linear(2, 2)
+            torch.nn.init.constant_(m.weight, value)
+            out[name] = m
+        out["vae"].config = types.SimpleNamespace(scaling_factor=0.5)
+        return out
+
+    folder = tmp_path / "weights"
+    stack.save_all(models(1.0), folder, {"run": "old"})
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    real, calls = safetensors.torch.save_file, []
+
+    def dies_on_the_third(sd, path, *a, **k):
+        calls.append(path)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # a kill in the middle of the save
+        return real(sd, path, *a, **k)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", dies_on_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        stack.save_all(models(2.0), folder, {"run": "new"})
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # the old run's folder, whole
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".weights.")]  # no partial left behind
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="not a mini weights folder"):
+        stack.save_all(models(2.0), folder, {"run": "new"})

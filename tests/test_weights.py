@@ -65,6 +65,11 @@ def test_good_checksum_file_present(server, spec_factory, monkeypatch):
     assert seen[-1] == len(payload) and len(seen) >= 4
     assert weights.verify("test-file")
     assert _leftovers(path.parent) == ["model.bin"]  # no temp file next to it
+    path.write_bytes(b"corrupt")  # present is not the same as good (#37 item 5)
+    with pytest.raises(weights.ChecksumError, match="present but its sha256"):
+        weights.fetch("test-file")
+    assert not weights.verify("test-file")
+    assert weights.fetch("test-file", force=True).read_bytes() == payload
 
 
 def test_bad_checksum_leaves_nothing(server, spec_factory, monkeypatch):

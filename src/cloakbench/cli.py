@@ -87,8 +87,10 @@ def weights_list() -> None:
     for spec in weights.list_specs():
         present = weights.is_present(spec.name)
         size = f"{spec.size / 1e6:.1f} MB" if spec.size else "?"
-        table.add_row(spec.name, "[green]present[/green]" if present else "[yellow]missing[/yellow]", size,
-                      spec.licence, spec.used_by)
+        # the size is checked here (cheap); the digest by `weights verify` and `weights fetch`
+        wrong = present and spec.size and weights.path_of(spec.name).stat().st_size != spec.size
+        status = "[red]wrong size[/red]" if wrong else "[green]present[/green]" if present else "[yellow]missing[/yellow]"
+        table.add_row(spec.name, status, size, spec.licence, spec.used_by)
     console.print(table)
 
 

@@ -1,10 +1,15 @@
-"""Files and folders made through ``tempfile`` (written beside, then renamed into place) get the modes the
-user's umask gives every other file (``tempfile`` makes them 0600 / 0700 whatever the umask, #37 item 6)."""
+"""Writing beside, then renaming into place: :func:`staged` (a folder replaced whole, never half) and
+:func:`as_umask` (files and folders made through ``tempfile`` get the modes the user's umask gives every other
+file; ``tempfile`` makes them 0600 / 0700 whatever the umask, #37 item 6)."""
 
 from __future__ import annotations
 
 import functools
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -20,3 +25,38 @@ def as_umask(path: str | os.PathLike[str], *, directory: bool | None = None) -> 
     p = Path(path)
     is_dir = p.is_dir() if directory is None else directory
     os.chmod(p, (0o777 if is_dir else 0o666) & ~_umask())
+
+
+@contextmanager
+def staged(final: Path) -> Iterator[Path]:
+    """A fresh work folder beside ``final`` (``.<name>.partial-*``) for a stage to write into. On success the
+    work folder replaces ``final`` whole: an existing ``final`` is first renamed to ``.<name>.old-<pid>``,
+    then the work folder takes its place, then the old one is removed. On an error the old folder is put
+    back, so ``final`` is either the old or the new folder; a run killed between the two renames leaves
+    ``.<name>.old-<pid>``, which the next call puts back before it starts. Call :func:`check_destination`
+    first."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    for left in sorted(final.parent.glob(f".{final.name}.old-*")):
+        if not final.exists():
+            left.replace(final)  # a swap killed halfway: the previous results come back
+        else:
+            shutil.rmtree(left, ignore_errors=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+    as_umask(work, directory=True)
+    old = final.parent / f".{final.name}.old-{os.getpid()}"
+    moved = False
+    try:
+        yield work
+        if final.exists():
+            final.replace(old)
+            moved = True
+        work.replace(final)
+        moved = False
+    finally:
+        if moved:  # the swap failed after the old folder left: put it back
+            if final.exists():
+                shutil.rmtree(final, ignore_errors=True)
+            old.replace(final)
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)

@@ -201,13 +201,17 @@ def fetch(
 ) -> Path:
     """Download ``name`` to :func:`path_of`, verifying its SHA-256; returns the path.
 
-    Present files are kept unless ``force``. ``progress(done_bytes, total_bytes)`` is called per
+    Present files are kept unless ``force``, after their SHA-256 is checked (a mismatch is a
+    :class:`ChecksumError`). ``progress(done_bytes, total_bytes)`` is called per
     chunk. Offline, raises :class:`MissingWeightError` without touching the network. An entry with
     no known digest is fetched only with ``allow_unverified=True``; its digest is logged.
     """
     spec = get_spec(name)
     dest = path_of(name)
     if dest.is_file() and not force:
+        if spec.sha256 and sha256_of(dest) != spec.sha256.lower():  # present is not the same as good (#37)
+            raise ChecksumError(f"{dest} is present but its sha256 is not {spec.name}'s ({spec.sha256}): a corrupt or "
+                                f"other file; `cloakbench weights fetch {spec.name} --force` replaces it")
         return dest
     if not spec.sha256 and not allow_unverified:
         raise WeightError(

@@ -5,17 +5,13 @@ writes into a work folder beside the destination that replaces it whole when com
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
 from ..images import atomic_write_bytes
-from ..fsmode import as_umask
+from ..fsmode import staged  # noqa: F401  (the stages' API: write beside, swap in whole)
 
 
 def write_record(folder: Path, name: str, record: dict[str, Any]) -> None:
@@ -71,36 +67,3 @@ def check_destination(final: Path, inputs: Sequence[Path] = (), *, overwrite: bo
                              "earlier output of this command; choose a new or empty folder")
 
 
-@contextmanager
-def staged(final: Path) -> Iterator[Path]:
-    """A fresh work folder beside ``final`` (``.<name>.partial-*``) for a stage to write into. On success the
-    work folder replaces ``final`` whole: an existing ``final`` is first renamed to ``.<name>.old-<pid>``,
-    then the work folder takes its place, then the old one is removed. On an error the old folder is put
-    back, so ``final`` is either the old or the new folder; a run killed between the two renames leaves
-    ``.<name>.old-<pid>``, which the next call puts back before it starts. Call :func:`check_destination`
-    first."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    for left in sorted(final.parent.glob(f".{final.name}.old-*")):
-        if not final.exists():
-            left.replace(final)  # a swap killed halfway: the previous results come back
-        else:
-            shutil.rmtree(left, ignore_errors=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
-    as_umask(work, directory=True)
-    old = final.parent / f".{final.name}.old-{os.getpid()}"
-    moved = False
-    try:
-        yield work
-        if final.exists():
-            final.replace(old)
-            moved = True
-        work.replace(final)
-        moved = False
-    finally:
-        if moved:  # the swap failed after the old folder left: put it back
-            if final.exists():
-                shutil.rmtree(final, ignore_errors=True)
-            old.replace(final)
-        shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)

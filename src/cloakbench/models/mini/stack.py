@@ -30,19 +30,26 @@ def weights_dir() -> Path:
 
 
 def save_all(models: dict[str, torch.nn.Module], out: str | Path, manifest: dict) -> None:
-    """Write each model's state dict as fp16 safetensors (atomic per file) and the manifest."""
+    """Write each model's state dict as fp16 safetensors and the manifest, atomic per *folder*: everything is
+    written beside ``out`` and swapped in whole (:func:`cloakbench.fsmode.staged`), so a kill leaves the old
+    folder or the new one, never a mix of two runs' models (#37 item 5). A folder that holds files other than
+    mini weights is refused, never replaced."""
     from safetensors.torch import save_file
 
+    from ...errors import InputError
+    from ...fsmode import staged
+
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    mine = {f"{n}.safetensors" for n in PARTS} | {"manifest.json"}
+    if out.is_dir() and (other := sorted(p.name for p in out.iterdir() if p.name not in mine)):
+        raise InputError(f"{out} holds {', '.join(other[:4])}: not a mini weights folder; give a new or empty folder")
     extra = {"vae_scaling_factor": float(models["vae"].config.scaling_factor)}
-    for name in PARTS:
-        sd = {k: v.detach().to(torch.float16 if v.is_floating_point() else v.dtype).contiguous()
-              for k, v in models[name].state_dict().items()}
-        tmp = out / f".{name}.safetensors.tmp"
-        save_file(sd, str(tmp))
-        os.replace(tmp, out / f"{name}.safetensors")
-    (out / "manifest.json").write_text(json.dumps({**manifest, **extra}, indent=2))
+    with staged(out) as work:
+        for name in PARTS:
+            sd = {k: v.detach().to(torch.float16 if v.is_floating_point() else v.dtype).contiguous()
+                  for k, v in models[name].state_dict().items()}
+            save_file(sd, str(work / f"{name}.safetensors"))
+        (work / "manifest.json").write_text(json.dumps({**manifest, **extra}, indent=2))
 
 
 def _load(module: torch.nn.Module, path: Path) -> torch.nn.Module:
