@@ -490,3 +490,25 @@ def test_a_failed_mini_weights_save_leaves_the_old_folder_whole(tmp_path, monkey
     (folder / "notes.txt").write_text("mine")
     with pytest.raises(InputError, match="not a mini weights folder"):
         stack.save_all(models(2.0), folder, {"run": "new"})
+
+
+def test_yaml_alias_bomb_and_decimal_budgets(tmp_path):
+    from cloakbench.images import parse_budget
+
+    bomb = _grid(tmp_path).read_text() + "x0: &a [1, 1, 1, 1, 1, 1, 1, 1, 1]\nx1: &b [*a, *a, *a, *a, *a, *a, *a, *a]\n"
+    path = tmp_path / "bomb.yaml"
+    path.write_text(bomb)
+    with pytest.raises(ConfigError, match=r"aliases \(\*a\) are not allowed"):
+        load_config(path)
+    assert parse_budget("6.375/255") == pytest.approx(6.375 / 255)  # the docs' own notation
+    for bad in ("nan/255", "inf/255", "8/0"):
+        with pytest.raises(ValueError):
+            parse_budget(bad)
+
+
+def test_train_refuses_overlapping_or_missing_folders_before_any_work(tmp_path):
+    src = photos(tmp_path / "photos")
+    res, text = run("train", tmp_path / "out", "--model", "tiny", "--instance-dir", src, "--class-dir", src)
+    assert res.exit_code == 2 and "overlap" in text and sorted(p.name for p in src.iterdir()) == ["a.png", "b.png"]
+    res, text = run("train", tmp_path / "out", "--model", "tiny", "--instance-dir", tmp_path / "missing")
+    assert res.exit_code == 2 and "is not a folder" in text and not (tmp_path / "out").exists()

@@ -479,6 +479,14 @@ def train(
         raise typer.BadParameter(str(exc)) from None
     if (out_dir / "personalized.json").exists() and not resume:
         raise typer.BadParameter(f"{out_dir} already holds a trained model", param_hint="OUT_DIR")
+    if not instance_dir.is_dir():  # before any class image is generated (minutes of work)
+        raise typer.BadParameter(f"{instance_dir} is not a folder", param_hint="--instance-dir")
+    if class_dir is not None:
+        a, b = instance_dir.resolve(), class_dir.resolve()
+        if a == b or a.is_relative_to(b) or b.is_relative_to(a):
+            raise typer.BadParameter(f"{class_dir} and the instance folder {instance_dir} overlap: generated class "
+                                     "images would be written among the subject's photos and trained on as the "
+                                     "subject; give a separate folder", param_hint="--class-dir")
     base = load_model(model)
     if prior:
         class_dir = class_dir or cache_dir(base, class_prompt, seed, class_steps, cfg.class_guidance, resolution)

@@ -303,9 +303,15 @@ def parse_budget(value: str | float | int) -> float:
     """
     text = str(value).strip()
     try:
-        v = float(Fraction(text)) if isinstance(value, str) else float(value)
+        if isinstance(value, str) and "/" in text:  # k/255 with any decimal k (the docs write 6.375/255)
+            num, _, den = text.partition("/")
+            v = float(num) / float(den)
+        else:
+            v = float(Fraction(text)) if isinstance(value, str) else float(value)
     except (ValueError, ZeroDivisionError):
         raise ValueError(f"cannot read budget {value!r}; write it as k/255, e.g. '8/255'") from None
+    if v != v or v in (float("inf"), float("-inf")):
+        raise ValueError(f"budget {text} is not a finite number; write it as k/255, e.g. '8/255'")
     if not 0 < v <= 1:
         if v > 1 and "/" not in text:
             hint = f"; did you mean '{text}/255'?"

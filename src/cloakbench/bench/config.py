@@ -311,11 +311,23 @@ def missing_packages(cfg: BenchConfig) -> list[str]:
             if r.optimizer == "adamw8bit" and importlib.util.find_spec("bitsandbytes") is None]
 
 
+class _NoAliases(yaml.SafeLoader):
+    """YAML's safe loader without anchors and aliases: a grid needs none, and nested aliases (a 759-byte
+    "billion laughs") expand to gigabytes when the grid is dumped and hashed (#37)."""
+
+    def compose_node(self, parent, index):  # type: ignore[override]
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.YAMLError(f"line {event.start_mark.line + 1}: YAML aliases (*{event.anchor}) are not allowed in "
+                                 "a grid; write the value out")
+        return super().compose_node(parent, index)
+
+
 def load_config(path: str | Path) -> BenchConfig:
     """Read and validate a bench YAML; raise :class:`ConfigError` listing every problem with its key."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_NoAliases)  # noqa: S506 - a SafeLoader without aliases
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(str(path), [f"cannot read YAML: {exc}"]) from exc
     if not isinstance(raw, dict):
