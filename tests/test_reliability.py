@@ -512,3 +512,25 @@ def test_train_refuses_overlapping_or_missing_folders_before_any_work(tmp_path):
     assert res.exit_code == 2 and "overlap" in text and sorted(p.name for p in src.iterdir()) == ["a.png", "b.png"]
     res, text = run("train", tmp_path / "out", "--model", "tiny", "--instance-dir", tmp_path / "missing")
     assert res.exit_code == 2 and "is not a folder" in text and not (tmp_path / "out").exists()
+
+
+def test_a_second_writer_of_one_output_folder_is_refused(tmp_path):
+    """#37 item 2: `protect ... IN OUT` while another process writes OUT is refused naming it (the later one no
+    longer deletes the other's finished output); no lock file is left behind once the write is over."""
+    src = photos(tmp_path / "photos")
+    out = tmp_path / "out"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from cloakbench.fsmode import hold_output; "
+        f"hold_output(Path({str(out)!r})); print('held', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        res, text = run("protect", *PROTECT, src, out)
+        assert res.exit_code == 2 and f"output folder {out.resolve()} is in use by pid {holder.pid}" in text, text
+        assert not out.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    res, text = run("protect", *PROTECT, src, out)
+    assert res.exit_code == 0, text
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no lock file left

@@ -60,3 +60,66 @@ def staged(final: Path) -> Iterator[Path]:
             old.replace(final)
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
+        release_output(final)  # the write is over: the output folder's lock (if check_destination took it) goes
+
+
+@contextmanager
+def locked(run: Path, *, lock: Path | None = None, what: str = "run folder") -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock`` (default ``run/.lock``) for the duration (the kernel releases it
+    when the process ends, however it ends: a lock is never stale); :class:`RunFolderError` naming the holder
+    (pid, host, start, written into the file) when another process has it."""
+    import fcntl
+    import json
+    import socket
+    import time
+
+    from .errors import RunFolderError
+
+    path = lock or run / ".lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fh = path.open("a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        try:
+            held = json.loads(fh.read() or "{}")
+        except json.JSONDecodeError:
+            held = {}
+        fh.close()
+        raise RunFolderError(f"{what} {run} is in use by pid {held.get('pid', '?')} on {held.get('host', '?')} "
+                             f"since {held.get('started', '?')}; wait for it to finish") from None
+    try:
+        fh.seek(0)
+        fh.truncate()
+        json.dump({"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}, fh)
+        fh.flush()
+        yield
+    finally:
+        fh.seek(0)
+        fh.truncate()
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        fh.close()
+
+
+_HELD: dict[Path, object] = {}
+
+
+def hold_output(final: Path) -> None:
+    """Hold the lock of the output folder ``final`` (``.<name>.lock`` beside it) until this process ends, so a
+    second command writing the same folder is refused naming the first (#37 item 2); re-entrant."""
+    final = Path(final).resolve()
+    if final in _HELD:
+        return
+    ctx = locked(final, lock=final.parent / f".{final.name}.lock", what="output folder")
+    ctx.__enter__()
+    _HELD[final] = ctx
+
+
+def release_output(final: Path) -> None:
+    """Let go of :func:`hold_output`'s lock (a refused output leaves no lock file behind)."""
+    final = Path(final).resolve()
+    ctx = _HELD.pop(final, None)
+    if ctx is not None:
+        ctx.__exit__(None, None, None)
+        (final.parent / f".{final.name}.lock").unlink(missing_ok=True)

@@ -11,15 +11,11 @@ a time holds ``.lock`` (an ``flock``, released by the kernel when its process en
 from __future__ import annotations
 
 import json
-import os
-import socket
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from ..errors import RunFolderError
+from ..fsmode import locked  # noqa: F401  (the run folder's lock: RUN/.lock)
 from .spec import canonical
 
 GRID = "grid.json"
@@ -131,37 +127,3 @@ def _write(path: Path, obj: dict) -> None:
     from ..images import atomic_write_bytes
 
     atomic_write_bytes(path, json.dumps(obj, indent=2).encode())
-
-
-@contextmanager
-def locked(run: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``run/.lock`` for the duration (the kernel releases it when the process
-    ends, however it ends: a lock is never stale); :class:`RunFolderError` naming the holder (pid, host,
-    start, written into the file) when another process has it."""
-    import fcntl
-
-    run.mkdir(parents=True, exist_ok=True)
-    path = run / LOCK
-    fh = path.open("a+")
-    try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fh.seek(0)
-        try:
-            held = json.loads(fh.read() or "{}")
-        except json.JSONDecodeError:
-            held = {}
-        fh.close()
-        raise RunFolderError(f"run folder {run} is in use by pid {held.get('pid', '?')} on {held.get('host', '?')} "
-                             f"since {held.get('started', '?')}; wait for it to finish") from None
-    try:
-        fh.seek(0)
-        fh.truncate()
-        json.dump({"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}, fh)
-        fh.flush()
-        yield
-    finally:
-        fh.seek(0)
-        fh.truncate()
-        fcntl.flock(fh, fcntl.LOCK_UN)
-        fh.close()

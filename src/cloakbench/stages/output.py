@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..images import atomic_write_bytes
-from ..fsmode import staged  # noqa: F401  (the stages' API: write beside, swap in whole)
+from ..fsmode import hold_output, release_output, staged  # noqa: F401  (staged: the stages' API)
 
 
 def write_record(folder: Path, name: str, record: dict[str, Any]) -> None:
@@ -52,6 +52,15 @@ def check_destination(final: Path, inputs: Sequence[Path] = (), *, overwrite: bo
         raise InputError(f"output {final} is a symbolic link: give the folder it points to ({final.resolve()})")
     if final.exists() and not final.is_dir():
         raise InputError(f"output {final} is a file, not a folder")
+    hold_output(final)  # first: a second command on the same folder is refused, naming this one (#37 item 2)
+    try:
+        _check(final, inputs, overwrite=overwrite, record=record)
+    except InputError:
+        release_output(final)
+        raise
+
+
+def _check(final: Path, inputs: Sequence[Path], *, overwrite: bool, record: str | None) -> None:
     root = final.resolve()
     held = [Path(p) for p in inputs if Path(p).resolve().is_relative_to(root)]
     if held:
