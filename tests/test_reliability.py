@@ -534,3 +534,26 @@ def test_a_second_writer_of_one_output_folder_is_refused(tmp_path):
     res, text = run("protect", *PROTECT, src, out)
     assert res.exit_code == 0, text
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no lock file left
+
+
+def test_changed_photos_are_refused_not_averaged_as_repeats(tmp_path):
+    """#37 item 3: the run folder records a digest of each identity's photos; rerunning after a photo changed is
+    refused naming the identity; moving data.root with the same photos is the same run."""
+    path = _grid(tmp_path)
+    run_dir = tmp_path / "run"
+    with Runner(load_config(path), run_dir).session():
+        pass
+    held = json.loads((run_dir / "grid.json").read_text())["inputs"]
+    assert set(held) == {"id1"} and held["id1"]["train"].startswith("files:")
+    moved = tmp_path / "moved"
+    (tmp_path / "data").rename(moved)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["data"]["root"] = str(moved)
+    path.write_text(yaml.safe_dump(cfg))
+    with Runner(load_config(path), run_dir).session():  # same photos elsewhere: accepted
+        pass
+    Image.new("RGB", (72, 64), (9, 9, 9)).save(moved / "id1" / "clean" / "0.png")  # a training photo changes
+    with pytest.raises(RunFolderError, match=r"other photos of id1 \(train photos\)"):
+        Runner(load_config(path), run_dir).check()
+    res, text = run("bench", path, "--out", run_dir)
+    assert res.exit_code == 2 and "other photos of id1" in text

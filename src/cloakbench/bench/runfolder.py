@@ -88,21 +88,41 @@ def refuse_foreign(run: Path) -> None:
                              "writes results.csv, report.html, ... there and would replace files of those names)")
 
 
-def claim(run: Path, cfg, *, add: bool = False, dry: bool = False) -> None:
+def _changed_inputs(held: dict, inputs: dict[str, dict[str, str]]) -> list[str]:
+    """Identities whose photos differ from the ones the run folder recorded, with what changed."""
+    old = held.get("inputs", {})
+    return [f"{ident} ({' and '.join(k for k in ('train', 'reference') if d.get(k) != old[ident].get(k))} photos)"
+            for ident, d in sorted(inputs.items()) if ident in old and d != old[ident]]
+
+
+def claim(run: Path, cfg, *, add: bool = False, dry: bool = False, inputs: dict[str, dict[str, str]] | None = None
+          ) -> None:
     """Record ``cfg`` as the run folder's grid, or check that it is the same grid (``add``: a different
-    grid may join when no label changes meaning). ``dry``: check only, write nothing (``--dry-run`` refuses
-    what the run would refuse). Raises :class:`RunFolderError`."""
+    grid may join when no label changes meaning). ``inputs``: per identity the content hashes of its training
+    and reference photos (:meth:`~cloakbench.bench.Runner.input_digests`), recorded at first use; photos that
+    changed since are refused, naming the identity (the rows of old and new photos would be averaged as
+    repeats of one cell). Where the data lives is not recorded: a moved ``data.root`` with the same photos is
+    the same run. ``dry``: check only, write nothing (``--dry-run`` refuses what the run would refuse).
+    Raises :class:`RunFolderError`."""
     mine = identity(cfg)
     before = mine.pop("labels_before")
+    inputs = inputs or {}
     path = run / GRID
     refuse_foreign(run)
     if not path.is_file():
         if dry:
             return
         run.mkdir(parents=True, exist_ok=True)
-        _write(path, {**mine, "added": []})
+        _write(path, {**mine, "added": [], "inputs": inputs})
         return
     held = json.loads(path.read_text())
+    changed = _changed_inputs(held, inputs)
+    if changed:
+        raise RunFolderError(f"run folder {run} was made with other photos of {', '.join(changed)}: their results "
+                             "would be averaged with the new ones as repeats; use another --out (or put the photos back)")
+    if not dry and any(i not in held.get("inputs", {}) for i in inputs):  # new identities (or a folder from before)
+        held["inputs"] = {**held.get("inputs", {}), **inputs}
+        _write(path, held)
     if held["hash"] == mine["hash"]:
         return
     if not add:

@@ -160,6 +160,25 @@ class Runner:
     def done(self, spec: Spec) -> bool:
         return (self.folder(spec) / "DONE.json").is_file()
 
+    def input_digests(self) -> dict[str, dict[str, str]]:
+        """Per identity, the content hashes of its training photos and its reference photos (``files:<sha>``, as
+        the stage specs hold them): what the run folder records, so changed photos are refused, never averaged
+        with the old ones as repeats (#37 item 3)."""
+        out: dict[str, dict[str, str]] = {}
+        for ev in (s for s in self.specs if s.kind == "evaluate"):
+            d = out.setdefault(str(ev.labels.get("identity")), {})
+            d["reference"] = ev.inputs.get("references", "")
+            spec = self.by_hash.get(ev.inputs.get("images", ""))
+            while spec is not None:  # sample -> train -> purify -> protect -> the photos
+                up = next((spec.inputs[k] for k in ("model", "instances", "images") if k in spec.inputs), None)
+                if up is None:
+                    break
+                if up.startswith("files:"):
+                    d["train"] = up
+                    break
+                spec = self.by_hash.get(up)
+        return out
+
     def describe(self, spec: Spec) -> str:
         """A stage in words for a progress line: its kind and the cell coordinates it serves (those of the first
         evaluate stage downstream), e.g. ``train subject007 advdm@16/255 codesr-mini dreambooth-cdl``; the seed
@@ -215,7 +234,7 @@ class Runner:
         self._refuse_a_file()
         refuse_foreign(self.run)  # before the lock file is written into a folder of the user's
         with locked(self.run):
-            claim(self.run, self.cfg, add=self.add)
+            claim(self.run, self.cfg, add=self.add, inputs=self.input_digests())
             self._held = True
             try:
                 yield
@@ -225,7 +244,7 @@ class Runner:
     def check(self) -> None:
         """Refuse now (:class:`~cloakbench.errors.RunFolderError`) what :meth:`session` would refuse; writes nothing."""
         self._refuse_a_file()
-        claim(self.run, self.cfg, add=self.add, dry=True)
+        claim(self.run, self.cfg, add=self.add, dry=True, inputs=self.input_digests())
 
     def _refuse_a_file(self) -> None:
         if self.run.exists() and not self.run.is_dir():
