@@ -189,3 +189,21 @@ def test_report_command_prints_and_stores_the_verdict(tmp_path):
     assert json.loads((run / "verdict.json").read_text())["headline"] == "ism"
     res = CliRunner().invoke(app, ["report", str(tmp_path / "empty")], terminal_width=80)
     assert res.exit_code == 2 and "run `cloakbench bench` first" in re.sub(r"[\s│]+", " ", res.output)
+
+
+def test_one_identity_measures_nothing(tmp_path):
+    """A bootstrap over one identity gives an interval of width 0: no state, no number, a line that says why."""
+    run = _run(tmp_path)
+    v = vd.compute(run, recipes_of=None)
+    import sqlite3 as _sq
+
+    con = _sq.connect(run / "results.sqlite")
+    with con:
+        con.execute("DELETE FROM results WHERE identity != 'subject0'")
+    con.close()
+    one = vd.compute(run)
+    advdm = next(p for p in one["victims"][0]["protections"] if p["protection"] == "advdm@8/255")
+    assert advdm["line"].startswith("not measured: 1 identity") and not advdm["effect"]
+    assert {t["state"] for t in advdm["teams"]} == {"no gap"}
+    assert all(not t["recovered"]["ism"]["resolved"] for t in advdm["teams"])
+    assert v["victims"][0]["protections"][0]["gap"]["ism"]["n"] == 6

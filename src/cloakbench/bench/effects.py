@@ -117,10 +117,13 @@ ABLATIONS = (("CodeSR + CDL + QES", "CodeSR"), ("CDL", "none"), ("CDL + QES", "n
 RESOLVED_WIDTH = 0.5
 
 
+MIN_UNITS = 2  # a bootstrap over one identity has an interval of width 0: it measures nothing
+
+
 def resolved(effect: Mapping[str, Any] | None, width: float = RESOLVED_WIDTH) -> bool:
     """Whether ``effect`` (a :func:`recovery`, :func:`gap` or :func:`paired` result) has a finite 95 % interval
-    narrower than ``width``."""
-    if not effect:
+    narrower than ``width``, over at least :data:`MIN_UNITS` identities."""
+    if not effect or effect.get("n", MIN_UNITS) < MIN_UNITS:
         return False
     lo, hi = effect["ci"]
     return bool(np.isfinite(lo) and np.isfinite(hi) and hi - lo < width)

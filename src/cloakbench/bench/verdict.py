@@ -19,8 +19,8 @@ config):
 The headline metric is the first metric of the grid's ``metrics`` with a direction. A red team's state:
 ``breaks`` when the whole interval of its recovered share is at or above :data:`BREAKS_AT` (it restores at
 least half of what the protection took), ``holds`` when the whole interval is below it, ``unresolved``
-otherwise (this many identities cannot tell). A protection whose gap interval reaches 0 has ``no
-measured effect``; its red teams' state is ``no gap``. The verdict line: ``holds against N of M red teams; strongest: X
+otherwise (this many identities cannot tell, or fewer than two identities: an interval over one is of width 0). A
+protection whose gap interval reaches 0 has ``no measured effect``; its red teams' state is ``no gap``. The verdict line: ``holds against N of M red teams; strongest: X
 recovers Y % [lo, hi]``.
 
 A *red team* is a purifier, CDL, QES or a combination (:func:`~cloakbench.bench.effects.team_name`); a
@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from .effects import ABLATIONS, difference, paired, per_identity, recovery, resolved, team_name
+from .effects import ABLATIONS, MIN_UNITS, difference, paired, per_identity, recovery, resolved, team_name
 
 BREAKS_AT = 0.5  # a red team breaks a protection when it recovers at least half of its gap (the claims' rule)
 ORDER = ["none", "JPEG", "GrIDPure", "CodeSR", "CDL", "CDL + QES", "CodeSR + CDL", "CodeSR + CDL + QES"]
@@ -139,7 +139,7 @@ def _rank(team: str) -> tuple:
 
 
 def _state(share: Mapping[str, Any] | None) -> str:
-    if not share or not np.isfinite(share["ci"][0]):
+    if not share or not np.isfinite(share["ci"][0]) or share["n"] < MIN_UNITS:
         return "unresolved"
     lo, hi = share["ci"]
     return "breaks" if lo >= BREAKS_AT else "holds" if hi < BREAKS_AT else "unresolved"
@@ -205,7 +205,7 @@ def _victim(cells, metrics: list[str], dirs: dict[str, bool | None], headline: s
     for prot in sorted({p for p, _ in cells} - {"none"}):
         gaps = {m: _signed(difference(cells, m, ("none", "none"), (prot, "none")), 1 if dirs[m] else -1) for m in scored}
         teams = []
-        effect = bool(gaps.get(headline)) and gaps[headline]["ci"][0] > 0
+        effect = bool(gaps.get(headline)) and gaps[headline]["ci"][0] > 0 and gaps[headline]["n"] >= MIN_UNITS
         for t in sorted((t for p, t in cells if p == prot and t != "none"), key=_rank):
             shares = {m: recovery(cells, m, prot, t) for m in scored}
             for s in shares.values():
@@ -226,7 +226,7 @@ def _worst(cells, prot: str, teams: list[dict], gap: dict | None, headline: str 
            dirs: Mapping[str, bool | None]) -> dict[str, Any]:
     """The strongest red team on the headline metric, what is left of the gap under it, and the verdict line."""
     measured = [t for t in teams if t["recovered"].get(headline) and np.isfinite(t["recovered"][headline]["mean"])]
-    effect = bool(gap) and gap["ci"][0] > 0
+    effect = bool(gap) and gap["ci"][0] > 0 and gap["n"] >= MIN_UNITS
     strongest = max(measured, key=lambda t: t["recovered"][headline]["mean"], default=None)
     residual = None
     if strongest is not None:
@@ -236,6 +236,8 @@ def _worst(cells, prot: str, teams: list[dict], gap: dict | None, headline: str 
     unresolved = len(teams) - holds - breaks
     if not gap:
         line = "no clean cell to compare with"
+    elif gap["n"] < MIN_UNITS:
+        line = f"not measured: {gap['n']} identity (an interval needs {MIN_UNITS} or more)"
     elif not effect:
         line = f"no measured effect: gap {_ci(gap)} reaches 0"
     elif strongest is None:
