@@ -225,7 +225,7 @@ def _victim(cells, metrics: list[str], dirs: dict[str, bool | None], headline: s
 def _worst(cells, prot: str, teams: list[dict], gap: dict | None, headline: str | None,
            dirs: Mapping[str, bool | None]) -> dict[str, Any]:
     """The strongest red team on the headline metric, what is left of the gap under it, and the verdict line."""
-    measured = [t for t in teams if t["recovered"].get(headline) and np.isfinite(t["recovered"][headline]["mean"])]
+    measured = [t for t in teams if (r := t["recovered"].get(headline)) and np.isfinite(r["mean"]) and r["n"] >= MIN_UNITS]
     effect = bool(gap) and gap["ci"][0] > 0 and gap["n"] >= MIN_UNITS
     strongest = max(measured, key=lambda t: t["recovered"][headline]["mean"], default=None)
     residual = None
@@ -241,12 +241,15 @@ def _worst(cells, prot: str, teams: list[dict], gap: dict | None, headline: str 
     elif not effect:
         line = f"no measured effect: gap {_ci(gap)} reaches 0"
     elif strongest is None:
-        line = "no red team ran"
+        line = "no red team measured on two or more identities" if teams else "no red team ran"
     else:
         s = strongest["recovered"][headline]
+        # a share is printed only when its interval can tell 0 % from 50 % (narrow, or wholly on one side)
+        told = s.get("resolved") or strongest["state"] in ("breaks", "holds")
         line = (f"holds against {holds} of {len(teams)} red teams" + (f", broken by {breaks}" if breaks else "")
                 + (f", {unresolved} unresolved" if unresolved else "")
-                + f"; strongest: {strongest['red_team']} recovers {_share(s)}")
+                + f"; strongest: {strongest['red_team']} "
+                + (f"recovers {_share(s)}" if told else "(its share is not measured at this size)"))
     return {"strongest": strongest["red_team"] if strongest else None, "residual": residual, "holds": holds,
             "of": len(teams), "effect": effect, "line": line}
 
