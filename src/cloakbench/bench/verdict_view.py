@@ -25,7 +25,8 @@ def interval(d: Mapping[str, Any] | None, *, sign: bool = True) -> str:
     """``+0.39 [+0.16, +0.58] 6/8`` (mean, 95 % interval, identities with the mean's sign)."""
     if not d:
         return "-"
-    text = f"{d['mean']:+.2f} [{d['ci'][0]:+.2f}, {d['ci'][1]:+.2f}]"
+    f = lambda x: f"{round(x, 2) + 0.0:+.2f}"  # noqa: E731  (never "-0.00")
+    text = f"{f(d['mean'])} [{f(d['ci'][0])}, {f(d['ci'][1])}]"
     return text + (f" {d['same_sign']}/{d['n']}" if sign and "same_sign" in d else "")
 
 
