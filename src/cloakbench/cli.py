@@ -344,6 +344,50 @@ def _print_verdict(run_dir: Path) -> None:
     console.print(f"verdict: {path}", markup=False, highlight=False)
 
 
+@app.command("list")
+def list_entries(
+    kind: str = typer.Argument("protections", help="protections, purifiers or metrics."),
+    filter_: str = typer.Option(None, "--filter", help="Only names matching this glob, e.g. 'aspl*'."),
+) -> None:
+    """What exists: every protection, purifier or metric (installed plugins included) with its paper and defaults.
+    Code outside the package is named module:Class or path/file.py:Class (docs/ARCHITECTURE.md)."""
+    import fnmatch
+
+    from rich.text import Text
+
+    from .images import format_budget
+    from .metrics import METRICS
+    from .protect import PROTECTIONS
+    from .purify import PURIFIERS
+
+    registries = {"protections": PROTECTIONS, "purifiers": PURIFIERS, "metrics": METRICS}
+    if kind not in registries:
+        raise typer.BadParameter(f"{kind!r}: give one of {', '.join(registries)}", param_hint="KIND")
+    table = Table(title=f"cloakbench {kind}")
+    heads = {"protections": ("name", "paper", "budget", "steps"), "purifiers": ("name", "paper", "options"),
+             "metrics": ("name", "better", "needs", "licence")}[kind]
+    for h in heads:
+        table.add_column(h, overflow="fold")
+    shown = 0
+    for e in registries[kind].entries():
+        if filter_ and not fnmatch.fnmatch(e.name, filter_.lower()):
+            continue
+        f = e.factory
+        paper = str(getattr(f, "paper", "") or e.meta.get("paper", "")) + (f" (plugin: {e.meta['plugin']})"
+                                                                           if e.meta.get("plugin") else "")
+        if kind == "protections":
+            cells = (e.name, paper, format_budget(f.eps), str(f.steps))
+        elif kind == "purifiers":
+            cells = (e.name, paper, ", ".join(f"{k}={v}" for k, v in getattr(f, "options", {}).items()) or "-")
+        else:
+            needs = ", ".join(n for n, on in (("face", f.needs_face), ("references", f.needs_reference)) if on) or "-"
+            cells = (e.name, {True: "higher", False: "lower", None: "-"}[f.higher_better], needs, f.licence)
+        table.add_row(*(Text(c) for c in cells))
+        shown += 1
+    console.print(table)
+    console.print(f"{shown} {kind}", markup=False, highlight=False)
+
+
 @app.command()
 def audit(
     clean: Path = typer.Argument(..., help="CLEAN/<identity>/*.png: each identity's clean photos; the first, by name, "

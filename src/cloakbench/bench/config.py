@@ -180,6 +180,17 @@ def prompts(cfg: "BenchConfig") -> tuple[str, str]:
 PROTECTION_KEYS = {"alpha", "norm", "random_start", "prompt", "class_prompt", "transforms", "eot_samples"}
 
 
+def _unknown(registry, name: str) -> str | None:
+    """Why ``name`` names nothing in ``registry`` (close matches, or why a ``module:Class`` did not load)."""
+    from ..errors import UnknownNameError
+
+    try:
+        registry.get(name)
+    except UnknownNameError as exc:
+        return str(exc)
+    return None
+
+
 def _semantic(cfg: BenchConfig, base: Path) -> list[str]:
     from ..images import parse_budget
     from ..registry import non_finite
@@ -201,8 +212,8 @@ def _semantic(cfg: BenchConfig, base: Path) -> list[str]:
                                 "measured on its files, not set)")
         elif p.path is not None or p.name is not None:
             problems.append(f"protections[{i}]: path / name are for method external, not {p.method!r}")
-        elif p.method.lower() != "none" and p.method.lower() not in PROTECTIONS:
-            problems.append(f"protections[{i}].method: unknown protection {p.method!r}")
+        elif p.method.lower() != "none" and (why := _unknown(PROTECTIONS, p.method)):
+            problems.append(f"protections[{i}].method: {why}")
         elif p.method.lower() != "none":  # options checked now, not when the protect stage builds the method
             cls = PROTECTIONS.get(p.method).factory
             unknown = sorted(set(p.options) - set(cls.options) - PROTECTION_KEYS)
@@ -218,10 +229,10 @@ def _semantic(cfg: BenchConfig, base: Path) -> list[str]:
                 problems.append(f"protections[{i}].eps: {exc}")
     for i, name in enumerate(cfg.purifications):
         for part in name.split("+"):
-            if part != "none" and part.lower() not in PURIFIERS:
-                problems.append(f"purifications[{i}]: unknown purifier {part!r}")
+            if part != "none" and (why := _unknown(PURIFIERS, part)):
+                problems.append(f"purifications[{i}]: {why}")
     for name, opts in cfg.purify_options.items():
-        parts = [PURIFIERS.get(x).factory for x in name.split("+") if x.lower() in PURIFIERS]
+        parts = [PURIFIERS.get(x).factory for x in name.split("+") if x in PURIFIERS]
         valid = set().union(*(getattr(c, "options", {}) for c in parts)) | {"seed", "device", "dtype"} if parts else None
         if valid is not None and (unknown := sorted(set(opts) - valid)):
             problems.append(f"purify_options.{name}: unknown option(s) {', '.join(unknown)}; valid: "
@@ -229,8 +240,8 @@ def _semantic(cfg: BenchConfig, base: Path) -> list[str]:
         for bad in non_finite(opts):
             problems.append(f"purify_options.{name}: {bad} must be a finite number")
     for i, m in enumerate(cfg.metrics):
-        if m.split("[")[0].lower() not in METRICS:
-            problems.append(f"metrics[{i}]: unknown metric {m!r}")
+        if why := _unknown(METRICS, m.split("[")[0]):
+            problems.append(f"metrics[{i}]: {why}")
     labels = [protection_label(p) for p in cfg.protections]
     for i, r in enumerate(cfg.recipes):
         for j, name in enumerate(r.protections or []):
@@ -247,7 +258,7 @@ def _semantic(cfg: BenchConfig, base: Path) -> list[str]:
         problems.append(f"protections: two entries share the label {label!r} (method@eps): results would be averaged "
                         "together; give them different budgets or run them in separate grids")
     for i, m in enumerate(cfg.metrics):
-        if m.split("[")[0].lower() in METRICS and METRICS.get(m.split("[")[0]).factory.paired:
+        if m.split("[")[0] in METRICS and METRICS.get(m.split("[")[0]).factory.paired:
             problems.append(f"metrics[{i}]: {m} compares each image with the reference of the same name; generated "
                             "samples have no such pair (PSNR / SSIM / LPIPS of purified images are in the report)")
     if cfg.data.world is not None:
@@ -396,13 +407,13 @@ def _semantic_partial(raw: dict, base: Path) -> list[str]:
     out = []
     for i, p in enumerate(items("protections")):
         if (isinstance(p, dict) and isinstance(p.get("method"), str) and p["method"].lower() not in ("none", EXTERNAL)
-                and p["method"].lower() not in PROTECTIONS):
+                and p["method"] not in PROTECTIONS):
             out.append(f"protections[{i}].method: unknown protection {p['method']!r}")
     for i, n in enumerate(items("purifications")):
-        if isinstance(n, str) and any(x != "none" and x.lower() not in PURIFIERS for x in n.split("+")):
+        if isinstance(n, str) and any(x != "none" and x not in PURIFIERS for x in n.split("+")):
             out.append(f"purifications[{i}]: unknown purifier {n!r}")
     for i, m in enumerate(items("metrics")):
-        if isinstance(m, str) and m.split("[")[0].lower() not in METRICS:
+        if isinstance(m, str) and m.split("[")[0] not in METRICS:
             out.append(f"metrics[{i}]: unknown metric {m!r}")
     data = raw.get("data") or {}
     if isinstance(data, dict) and data.get("root"):

@@ -76,7 +76,7 @@ class Metric:
                 "needs_reference": cls.needs_reference, "licence": cls.licence}
 
 
-METRICS: Registry[Metric] = Registry("metric")
+METRICS: Registry[Metric] = Registry("metric", group="cloakbench.metrics")
 
 
 def register_metric(cls: type[Metric]) -> type[Metric]:
@@ -87,7 +87,7 @@ def register_metric(cls: type[Metric]) -> type[Metric]:
 
 def create_metric(name: str, **overrides: Any) -> Metric:
     """Build a metric by name; ``"ism[dlib]"`` is shorthand for ``create_metric("ism", backend="dlib")``."""
-    m = re.fullmatch(r"\s*([\w\-]+)\s*(?:\[\s*([\w\-.]+)\s*\])?\s*", name)
+    m = re.fullmatch(r"\s*([\w\-.:/]+?)\s*(?:\[\s*([\w\-.]+)\s*\])?\s*", name)  # a plugin: module:Class
     if m is None:
         raise ValueError(f"cannot read metric name {name!r}; write e.g. 'ism' or 'ism[dlib]'")
     base, backend = m.group(1), m.group(2)
@@ -201,3 +201,6 @@ def _rank(v: np.ndarray) -> np.ndarray:
         ranks[order[i : j + 1]] = (i + j) / 2 + 1
         i = j + 1
     return ranks
+
+
+METRICS.base = Metric  # plugins (module:Class names, entry points) must subclass it

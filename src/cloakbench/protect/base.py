@@ -26,7 +26,7 @@ from .transforms import make_transforms
 DEFAULT_PROMPT = protocol.INSTANCE_PROMPT
 CLASS_PROMPT = protocol.CLASS_PROMPT
 
-PROTECTIONS: Registry["Protection"] = Registry("protection")
+PROTECTIONS: Registry["Protection"] = Registry("protection", group="cloakbench.protections")
 
 
 def register_protection(cls: type["Protection"]) -> type["Protection"]:
@@ -180,3 +180,6 @@ class Protection:
     def mean_over(self, models: list[DiffusionModel], fn: Callable[[DiffusionModel], torch.Tensor]) -> torch.Tensor:
         """Average of ``fn(model)`` over the ensemble."""
         return sum(fn(m) for m in models) / len(models)
+
+
+PROTECTIONS.base = Protection  # plugins (module:Class names, entry points) must subclass it

@@ -17,7 +17,7 @@ import torch
 from ..images import check_images
 from ..registry import Registry, non_finite
 
-PURIFIERS: Registry["Purifier"] = Registry("purifier")
+PURIFIERS: Registry["Purifier"] = Registry("purifier", group="cloakbench.purifiers")
 
 
 def register_purifier(cls: type["Purifier"]) -> type["Purifier"]:
@@ -128,3 +128,6 @@ def create_purifier(name: str, **overrides: Any) -> Purifier:
 
 def list_purifiers() -> list[str]:
     return PURIFIERS.names()
+
+
+PURIFIERS.base = Purifier  # plugins (module:Class names, entry points) must subclass it

@@ -1,0 +1,122 @@
+"""Open registries (#36 item 2): a protection, purifier or metric written outside the package is named
+``path/file.py:Class`` or ``module:Class``, or installed through an entry point, and runs in a grid."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from cloakbench.errors import UnknownNameError
+from cloakbench.protect import PROTECTIONS
+from cloakbench.purify import PURIFIERS
+
+PLUGIN = '''
+from cloakbench.protect.random_noise import RandomNoise
+from cloakbench.purify.base import Purifier
+
+
+class MyNoise(RandomNoise):
+    """A protection written outside cloakbench (here: random noise under another name)."""
+
+    name = "my-noise"
+    paper = "a test plugin"
+
+
+class Halve(Purifier):
+    name = "halve"
+    paper = "a test plugin purifier"
+
+    def purify(self, images):
+        return images * 0.5
+
+
+def not_a_class(**kw):
+    raise SystemExit("a name must never call an arbitrary function")
+'''
+
+
+@pytest.fixture()
+def plugin(tmp_path):
+    path = tmp_path / "myplugin.py"
+    path.write_text(textwrap.dedent(PLUGIN))
+    return path
+
+
+def test_path_names_load_subclasses_only(plugin):
+    entry = PROTECTIONS.get(f"{plugin}:MyNoise")
+    assert entry.factory.name == "my-noise" and entry.meta["plugin"] == f"{plugin}:MyNoise"
+    assert f"{plugin}:Halve" in PURIFIERS
+    with pytest.raises(UnknownNameError, match="not a Protection subclass"):
+        PROTECTIONS.get(f"{plugin}:not_a_class")
+    with pytest.raises(UnknownNameError, match="cannot load Nope"):
+        PROTECTIONS.get(f"{plugin}:Nope")
+    with pytest.raises(UnknownNameError, match="does not exist"):
+        PROTECTIONS.get(f"{plugin.parent / 'missing.py'}:X")
+
+
+def test_entry_points_are_discovered(monkeypatch, plugin):
+    import importlib.metadata
+    import sys
+
+    from cloakbench.registry import Registry
+    from cloakbench.protect.base import Protection
+
+    sys.path.insert(0, str(plugin.parent))
+    monkeypatch.setattr(sys, "path", sys.path)
+
+    class EP:
+        name, value = "their-noise", "myplugin:MyNoise"
+
+        def load(self):
+            import myplugin
+
+            return myplugin.MyNoise
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group=None: [EP()] if group == "g.test" else [])
+    reg = Registry("protection", base=Protection, group="g.test")
+    assert "their-noise" in reg.names() and reg.get("their-noise").meta["plugin"] == "entry point myplugin:MyNoise"
+
+
+def test_a_plugin_protection_and_purifier_run_in_a_grid(tmp_path, plugin):
+    import yaml
+
+    from cloakbench.bench import Runner, load_config
+    from cloakbench.bench.store import read_rows
+    from test_reliability import photos
+
+    photos(tmp_path / "data" / "id1" / "clean", names=[f"{i}.png" for i in range(4)])
+    cfg = {"name": "plugins", "model": "tiny", "resolution": 64,
+           "data": {"root": str(tmp_path / "data"), "identities": ["id1"]},
+           "protections": [{"method": "none"}, {"method": f"{plugin}:MyNoise", "eps": "8/255"}],
+           "purifications": ["none", f"{plugin}:Halve"],
+           "recipes": [{"name": "db", "steps": 2, "prior": False}],
+           "sampling": {"n": 1, "steps": 2, "prompts": ["a photo of sks person"]}, "metrics": ["brisque"]}
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    runner = Runner(load_config(path), tmp_path / "run", device="cpu")
+    runner.execute()
+    rows = read_rows(tmp_path / "run" / "results.sqlite")
+    assert {(r["protection"].split("@")[-1], r["purification"].rpartition(":")[2]) for r in rows} == {
+        ("none", "none"), ("8/255", "none"), ("8/255", "Halve")}
+    bad = dict(cfg, protections=[{"method": f"{plugin}:not_a_class"}])
+    path.write_text(yaml.safe_dump(bad))
+    from cloakbench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not a Protection subclass"):
+        load_config(path)
+
+
+def test_list_command_names_what_exists(plugin):
+    from typer.testing import CliRunner
+
+    from cloakbench.cli import app
+
+    PROTECTIONS.get(f"{plugin}:MyNoise")  # a loaded plugin is listed as one
+    res = CliRunner().invoke(app, ["list", "protections", "--filter", "*noise*"], terminal_width=120)
+    flat = " ".join(res.output.split())
+    assert res.exit_code == 0 and "random-noise" in flat and "plugin:" in flat and "aspl" not in flat
+    res = CliRunner().invoke(app, ["list", "metrics"], terminal_width=120)
+    assert res.exit_code == 0 and "verified" in res.output and "higher" in res.output
+    res = CliRunner().invoke(app, ["list", "nosuch"], terminal_width=120)
+    assert res.exit_code == 2
