@@ -1,7 +1,7 @@
 """Executors: ``local`` (in this process, stages in order, or ``workers`` processes) and ``ray`` (one Ray
 task per stage).
 
-Both parallel executors run the same loop (:func:`_dag`): every stage whose upstream stages are done is
+Every executor runs the same loop (:func:`cloakbench.bench.runner.schedule`; the serial one in this process): every stage whose upstream stages are done is
 submitted; each worker runs :meth:`Runner.run_stage` against the same artifact store and SQLite database
 (WAL, ``INSERT OR REPLACE``), while this process holds the run folder's lock. When a stage fails, nothing
 new is submitted, the stages already running finish (their cells are kept), then the first error is
@@ -23,12 +23,10 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import time
 import traceback
 from collections.abc import Callable, Iterable
-from typing import Any
 
-from .runner import Runner
+from .runner import Runner, schedule
 from .spec import Spec
 
 Progress = Callable[[Spec, str], None] | None
@@ -66,7 +64,7 @@ def run_local(runner: Runner, progress: Progress = None, *, workers: int = 1) ->
                 done, _ = wait(handles, return_when=FIRST_COMPLETED)
                 for f in done:
                     yield f, f.result
-            return _dag(runner, progress, submit, finished, slots=workers)
+            return schedule(runner, progress, submit, finished, slots=workers)
 
 
 def _init_worker(threads: int, level: int) -> None:
@@ -105,57 +103,6 @@ def _stage(job: tuple, spec_hash: str) -> str:
     return spec_hash
 
 
-def _dag(runner: Runner, progress: Progress, submit: Callable[[str], Any],
-         finished: Callable[[list], Iterable], *, slots: int | None = None) -> dict[str, int]:
-    """Submit every stage whose inputs are done, in plan order, at most ``slots`` at once (None: all, the
-    scheduler queues them); ``finished(handles)`` blocks until at least one is over and yields
-    ``(handle, result)`` pairs, ``result()`` raising the stage's error."""
-    pending = {s.hash: s for s in runner.specs}
-    ran = skipped = 0
-    log = runner.run / "bench.log"
-    for s in list(pending.values()):
-        if runner.done(s):
-            skipped += 1
-            del pending[s.hash]
-            _log(log, f"skip {s.folder_name} (DONE)")
-            if progress:
-                progress(s, "skipped")
-    running: dict[Any, str] = {}
-    error: BaseException | None = None
-    while running or (pending and error is None):
-        busy = set(running.values())
-        for h, s in list(pending.items()) if error is None else ():
-            deps = [v for v in s.inputs.values() if not v.startswith("files:")]
-            if slots is not None and len(running) >= slots:
-                break
-            if all(d not in pending and d not in busy for d in deps):
-                _log(log, f"run  {s.folder_name}")
-                running[submit(h)] = h
-                busy.add(h)
-                del pending[h]
-                if progress:
-                    progress(s, "running")
-        for handle, result in finished(list(running)):
-            h = running.pop(handle)
-            try:
-                result()
-            except BaseException as exc:  # noqa: BLE001 - let the others finish, then raise the first
-                _log(log, f"fail {runner.by_hash[h].folder_name}: {type(exc).__name__}")
-                error = error or exc
-                continue
-            ran += 1
-            if progress:
-                progress(runner.by_hash[h], "done")
-    if error is not None:
-        raise error
-    return {"ran": ran, "skipped": skipped}
-
-
-def _log(path, line: str) -> None:
-    with path.open("a") as fh:
-        fh.write(f"{time.strftime('%H:%M:%S')} {line}\n")
-
-
 def run_ray(runner: Runner, progress: Progress = None, *, address: str | None = None,
             num_cpus: int | None = None) -> dict[str, int]:
     """Run the plan as Ray tasks (a local cluster when ``address`` is None)."""
@@ -179,7 +126,7 @@ def run_ray(runner: Runner, progress: Progress = None, *, address: str | None = 
                 ready, _ = ray.wait(handles, num_returns=1)
                 for ref in ready:
                     yield ref, (lambda ref=ref: ray.get(ref))
-            return _dag(runner, progress, lambda h: task.remote(job, h), finished)
+            return schedule(runner, progress, lambda h: task.remote(job, h), finished)
         finally:
             if started:
                 ray.shutdown()

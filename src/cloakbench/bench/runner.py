@@ -14,7 +14,7 @@ import logging
 import platform
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -263,25 +263,13 @@ class Runner:
         self.art.mkdir(parents=True, exist_ok=True)
 
     def _execute(self, progress: Callable[[Spec, str], None] | None) -> dict[str, int]:
+        """In this process, one stage at a time in plan order (:func:`schedule` with one slot)."""
         self.prepare()
-        ran = skipped = 0
-        with (self.run / "bench.log").open("a") as logf:
-            for spec in self.specs:
-                if self.done(spec):
-                    skipped += 1
-                    logf.write(f"{time.strftime('%H:%M:%S')} skip {spec.folder_name} (DONE)\n")
-                    if progress:
-                        progress(spec, "skipped")
-                    continue
-                if progress:
-                    progress(spec, "running")
-                logf.write(f"{time.strftime('%H:%M:%S')} run  {spec.folder_name}\n")
-                logf.flush()
-                self.run_stage(spec)
-                ran += 1
-                if progress:
-                    progress(spec, "done")
-        return {"ran": ran, "skipped": skipped}
+
+        def finished(handles: list) -> Iterable:
+            yield handles[0], (lambda h=handles[0]: self.run_stage(self.by_hash[h]))
+
+        return schedule(self, progress, lambda h: h, finished, slots=1)
 
     def run_stage(self, spec: Spec) -> None:
         import torch
@@ -368,3 +356,56 @@ class Runner:
                               "n_no_face": r.n_no_face, **spec.labels, "details": r.details,
                               "provenance": {**prov, "seconds": ev.seconds[r.name]}} for r in ev.results])
         return {"metrics": [r.name for r in ev.results]}
+
+
+def schedule(runner: "Runner", progress: Callable[[Spec, str], None] | None, submit: Callable[[str], Any],
+         finished: Callable[[list], Iterable], *, slots: int | None = None) -> dict[str, int]:
+    """The one loop of every executor: submit every stage whose inputs are done, in plan order, at most
+    ``slots`` at once (None: all, the scheduler queues them); ``finished(handles)`` blocks until at least one
+    is over and yields ``(handle, result)`` pairs, ``result()`` raising the stage's error. Finished stages are
+    skipped and logged; when one fails nothing new is submitted, the running ones finish, the first error is
+    raised."""
+    pending = {s.hash: s for s in runner.specs}
+    ran = skipped = 0
+    log = runner.run / "bench.log"
+    for s in list(pending.values()):
+        if runner.done(s):
+            skipped += 1
+            del pending[s.hash]
+            _log(log, f"skip {s.folder_name} (DONE)")
+            if progress:
+                progress(s, "skipped")
+    running: dict[Any, str] = {}
+    error: BaseException | None = None
+    while running or (pending and error is None):
+        busy = set(running.values())
+        for h, s in list(pending.items()) if error is None else ():
+            deps = [v for v in s.inputs.values() if not v.startswith("files:")]
+            if slots is not None and len(running) >= slots:
+                break
+            if all(d not in pending and d not in busy for d in deps):
+                _log(log, f"run  {s.folder_name}")
+                running[submit(h)] = h
+                busy.add(h)
+                del pending[h]
+                if progress:
+                    progress(s, "running")
+        for handle, result in finished(list(running)):
+            h = running.pop(handle)
+            try:
+                result()
+            except BaseException as exc:  # noqa: BLE001 - let the others finish, then raise the first
+                _log(log, f"fail {runner.by_hash[h].folder_name}: {type(exc).__name__}")
+                error = error or exc
+                continue
+            ran += 1
+            if progress:
+                progress(runner.by_hash[h], "done")
+    if error is not None:
+        raise error
+    return {"ran": ran, "skipped": skipped}
+
+
+def _log(path, line: str) -> None:
+    with path.open("a") as fh:
+        fh.write(f"{time.strftime('%H:%M:%S')} {line}\n")
