@@ -4,6 +4,7 @@ Each test is one row of the table in docs/RELIABILITY.md."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -557,3 +558,23 @@ def test_changed_photos_are_refused_not_averaged_as_repeats(tmp_path):
         Runner(load_config(path), run_dir).check()
     res, text = run("bench", path, "--out", run_dir)
     assert res.exit_code == 2 and "other photos of id1" in text
+
+
+def test_corrupt_run_files_and_a_missing_ray_are_one_named_error(tmp_path):
+    path = _grid(tmp_path)
+    run_dir = tmp_path / "run"
+    with Runner(load_config(path), run_dir).session():
+        pass
+    (run_dir / "grid.json").write_text("{not json")
+    res, text = run("bench", path, "--out", run_dir, "--dry-run")
+    assert res.exit_code == 2 and "grid.json is corrupt" in text, text
+    if importlib.util.find_spec("ray") is None:
+        res, text = run("bench", path, "--out", tmp_path / "other", "--executor", "ray")
+        assert res.exit_code == 2 and "needs Ray" in text
+    from cloakbench.bench.verdict import compute
+
+    bad = tmp_path / "r2" / "artifacts" / "train-x"
+    bad.mkdir(parents=True)
+    (bad / "DONE.json").write_text("{")
+    with pytest.raises(InputError, match="DONE.json is corrupt"):
+        compute(tmp_path / "r2")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import time
@@ -272,6 +273,9 @@ def bench(
     chosen = executor or cfg.executor
     if chosen not in ("local", "ray"):
         raise typer.BadParameter(f"executor must be local or ray, not {chosen!r}", param_hint="--executor")
+    if chosen == "ray" and importlib.util.find_spec("ray") is None:
+        raise typer.BadParameter("the ray executor needs Ray: pip install 'cloakbench[ray]' (or --executor local)",
+                                 param_hint="--executor")
     if chosen == "ray" and workers > 1:
         raise typer.BadParameter("--workers is for the local executor (Ray sizes its own workers)", param_hint="--workers")
     runner = Runner(cfg, out, device=device, add=add)

@@ -115,7 +115,12 @@ def claim(run: Path, cfg, *, add: bool = False, dry: bool = False, inputs: dict[
         run.mkdir(parents=True, exist_ok=True)
         _write(path, {**mine, "added": [], "inputs": inputs})
         return
-    held = json.loads(path.read_text())
+    try:
+        held = json.loads(path.read_text())
+        held["hash"], held["labels"]  # noqa: B018 - the keys every grid.json has
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        raise RunFolderError(f"{path} is corrupt ({type(exc).__name__}: {exc}): this folder's grid cannot be checked; "
+                             "use another --out (the artifacts/ inside are kept)") from None
     changed = _changed_inputs(held, inputs)
     if changed:
         raise RunFolderError(f"run folder {run} was made with other photos of {', '.join(changed)}: their results "

@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputError
 from .effects import ABLATIONS, MIN_UNITS, difference, paired, per_identity, recovery, resolved, team_name
 
 BREAKS_AT = 0.5  # a red team breaks a protection when it recovers at least half of its gap (the claims' rule)
@@ -53,7 +54,11 @@ def _stages(runs: Sequence[Path]) -> dict[str, dict[str, Any]]:
     out = {}
     for run in runs:
         for p in sorted((run / "artifacts").glob("*/DONE.json")):
-            done = json.loads(p.read_text())
+            try:
+                done = json.loads(p.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise InputError(f"{p} is corrupt ({exc}): delete that stage folder and rerun the grid to redo "
+                                 "it") from None
             out[done.get("hash", p.parent.name)] = done | {"_dir": p.parent}
     return out
 
