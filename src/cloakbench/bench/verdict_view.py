@@ -93,12 +93,33 @@ def lines(verdict: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def _columns(verdict: Mapping[str, Any]) -> list[str]:
+    """The metrics shown, most telling first: the headline, then the first quality metric (the paper reports
+    identity and quality), then the others; a metric whose every gap is exactly 0 (FDFR on the mini stack) is
+    left out (it is in verdict.json)."""
+    from ..metrics import METRICS
+
+    scored = [m for m, d in verdict["metrics"].items() if d is not None]
+    gaps = [p["gap"].get(m) for v in verdict["victims"] for p in v["protections"] for m in scored]
+    flat = {m for m in scored if all(not (g := p["gap"].get(m)) or (g["mean"] == 0 and g["ci"] == [0, 0])
+                                     for v in verdict["victims"] for p in v["protections"])} if gaps else set()
+    keep = [m for m in scored if m not in flat or m == verdict["headline"]]
+
+    def quality(m: str) -> bool:
+        base = m.split("[")[0]
+        return base in METRICS and not METRICS.get(base).factory.needs_face and not METRICS.get(base).factory.needs_reference
+
+    head = [m for m in keep if m == verdict["headline"]]
+    first_quality = [m for m in keep if m not in head and quality(m)][:1]
+    return head + first_quality + [m for m in keep if m not in head and m not in first_quality]
+
+
 def tables(verdict: Mapping[str, Any], width: int = 80) -> list:
     """Rich renderables: the verdict lines, the gap table and the red-team table of each victim."""
     from rich.text import Text
 
     n = len(verdict["identities"])
-    scored = [m for m, d in verdict["metrics"].items() if d is not None]
+    scored = _columns(verdict)
     if not scored:
         return [Text("no metric with a direction: nothing to judge")]
     names = ", ".join(f"{short(m)} = {m}" for m in scored)
