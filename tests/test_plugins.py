@@ -38,9 +38,15 @@ def not_a_class(**kw):
 
 @pytest.fixture()
 def plugin(tmp_path):
+    """The plugin file; the registries are put back as they were afterwards (a loaded plugin stays registered for
+    the process, which would leak into other tests)."""
     path = tmp_path / "myplugin.py"
     path.write_text(textwrap.dedent(PLUGIN))
-    return path
+    saved = {reg: dict(reg._entries) for reg in (PROTECTIONS, PURIFIERS)}
+    yield path
+    for reg, entries in saved.items():
+        reg._entries.clear()
+        reg._entries.update(entries)
 
 
 def test_path_names_load_subclasses_only(plugin):

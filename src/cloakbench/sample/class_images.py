@@ -51,8 +51,9 @@ def prepare_class_images(
     existing = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     missing = n - len(existing)
     if missing > 0:
-        # an expected step of a first run (#32 item 4): information, not a warning
-        log.info("class folder %s has %d of %d images: generating %d with %r", folder, len(existing), n, missing, prompt)
+        # an empty folder is an expected step of a first run (#32 item 4): information; a partial one is news
+        (log.warning if existing else log.info)("class folder %s has %d of %d images: generating %d with %r", folder,
+                                                len(existing), n, missing, prompt)
         cfg = SampleConfig(steps=steps, guidance=guidance, batch_size=batch_size)
         imgs = generate(model, [prompt], missing, cfg, seed=seed + len(existing), height=res, width=res,
                         progress=progress)
