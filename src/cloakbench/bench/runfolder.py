@@ -125,10 +125,10 @@ def claim(run: Path, cfg, *, add: bool = False, dry: bool = False, inputs: dict[
     if changed:
         raise RunFolderError(f"run folder {run} was made with other photos of {', '.join(changed)}: their results "
                              "would be averaged with the new ones as repeats; use another --out (or put the photos back)")
-    if not dry and any(i not in held.get("inputs", {}) for i in inputs):  # new identities (or a folder from before)
-        held["inputs"] = {**held.get("inputs", {}), **inputs}
-        _write(path, held)
+    new_inputs = any(i not in held.get("inputs", {}) for i in inputs)  # new identities (or a folder from before)
     if held["hash"] == mine["hash"]:
+        if new_inputs and not dry:
+            _write(path, {**held, "inputs": {**held.get("inputs", {}), **inputs}})
         return
     if not add:
         raise RunFolderError(f"run folder {run} holds grid {held['name']!r} ({held['hash']}), not {mine['name']!r} "
@@ -143,8 +143,10 @@ def claim(run: Path, cfg, *, add: bool = False, dry: bool = False, inputs: dict[
     for kind, labels in mine["labels"].items():
         held["labels"].setdefault(kind, {}).update(labels)
     entry = {"name": mine["name"], "hash": mine["hash"]}
-    if entry not in held["added"]:
-        held["added"].append(entry)
+    if entry not in held["added"] or new_inputs:
+        if entry not in held["added"]:
+            held["added"].append(entry)
+        held["inputs"] = {**held.get("inputs", {}), **inputs}
         _write(path, held)
 
 
