@@ -578,3 +578,15 @@ def test_corrupt_run_files_and_a_missing_ray_are_one_named_error(tmp_path):
     (bad / "DONE.json").write_text("{")
     with pytest.raises(InputError, match="DONE.json is corrupt"):
         compute(tmp_path / "r2")
+
+
+def test_an_extreme_strip_is_refused_from_its_header(tmp_path):
+    """A 169 KB PNG of 64 x 900000 asked for 44 GB when resized to 512 px; now refused before decoding."""
+    folder = tmp_path / "strip"
+    folder.mkdir()
+    Image.new("RGB", (64, 200000)).save(folder / "s.png")
+    from cloakbench.errors import ImageError
+    from cloakbench.images import read_images
+
+    with pytest.raises(ImageError, match="crop it to a sensible aspect ratio"):
+        read_images(folder, 512)

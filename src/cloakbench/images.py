@@ -111,11 +111,13 @@ def _to_rgb_array(img: Image.Image) -> np.ndarray:
     return np.asarray(rgb, dtype=np.float32) / 255.0
 
 
-def read_rgb(path: str | os.PathLike[str], *, min_size: int | None = None) -> np.ndarray:
+def read_rgb(path: str | os.PathLike[str], *, min_size: int | None = None, resize_to: int | None = None) -> np.ndarray:
     """Decode one file fully into a float32 ``H x W x 3`` array in [0, 1].
 
     Raises :class:`ImageError` naming ``path`` for a missing file, a non-image, a truncated or
-    corrupt file, or an image whose shorter side is below ``min_size`` pixels.
+    corrupt file, or an image whose shorter side is below ``min_size`` pixels. ``resize_to``: the short side it
+    will be resized to; an image that would then exceed the pixel limit (a 64 x 900000 strip asks for 44 GB at
+    512 px) is refused from its header too.
     """
     path = Path(path)
     if not path.is_file():
@@ -126,6 +128,10 @@ def read_rgb(path: str | os.PathLike[str], *, min_size: int | None = None) -> np
             if w * h > max_pixels():
                 raise ImageError({path: f"image is {w}x{h} ({w * h / 1e6:.0f} MP), over the limit of "
                                         f"{max_pixels() / 1e6:.0f} MP (set CLOAKBENCH_MAX_PIXELS to raise it)"})
+            if resize_to and min(w, h) > 0 and w * h * (resize_to / min(w, h)) ** 2 > max_pixels():
+                raise ImageError({path: f"image is {w}x{h}: resized to {resize_to} px on its short side it would be "
+                                        f"{w * h * (resize_to / min(w, h)) ** 2 / 1e6:.0f} MP, over the limit of "
+                                        f"{max_pixels() / 1e6:.0f} MP; crop it to a sensible aspect ratio first"})
             img.load()  # force the full decode: truncated / corrupt data fails here, not later
             if min_size is not None and min(img.size) < min_size:
                 raise ImageError({path: f"image is {img.size[0]}x{img.size[1]}, smaller than the minimum {min_size} px"})
@@ -188,7 +194,7 @@ def read_images(
     problems: dict[Path, str] = {}
     for path in paths:
         try:
-            arr = read_rgb(path, min_size=min_size)
+            arr = read_rgb(path, min_size=min_size, resize_to=size)
         except ImageError as exc:
             problems.update(exc.problems)
             continue
