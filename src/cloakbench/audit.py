@@ -129,8 +129,8 @@ def write_grid(run: Path, cfg: dict[str, Any]) -> Path:
             raise InputError(f"{path}: this run folder holds another audit (other images, red teams or settings); "
                              "give another --out")
         return path
+    from .images import atomic_write_bytes
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    atomic_write_bytes(path, text.encode())
     return path

@@ -418,7 +418,7 @@ def audit(
     prints the verdict and writes OUT/report.html."""
     from .audit import grid, write_grid
     from .bench import Runner, load_config
-    from .bench.executors import cores, run_local
+    from .bench.executors import default_workers, run_local
     from .bench.report import build
     from .bench.store import export_csv
 
@@ -434,7 +434,7 @@ def audit(
                   markup=False, highlight=False)
     if dry_run:
         return
-    workers = workers or (min(2, cores()) if runner.device == "cpu" else 1)
+    workers = workers or default_workers(runner.device)
     with _stage_progress(runner, transient=True) as tick:
         result = run_local(runner, tick, workers=workers)
     export_csv(runner.db, out / "results.csv")

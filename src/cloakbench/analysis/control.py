@@ -19,7 +19,6 @@ over identities (:func:`cloakbench.bench.effects.gap`), and each entry's measure
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,31 +34,6 @@ def _method(label: str) -> str:
     return label.split("@")[0]
 
 
-def measured_linf(run_dir: str | Path) -> dict[tuple[str, float | None], float]:
-    """Largest measured L-inf (k/255, on the saved PNGs) per (method, nominal eps) over the run's protect stages."""
-    out: dict[tuple[str, float | None], float] = {}
-    for done in sorted(Path(run_dir, "artifacts").glob("protect-*/DONE.json")):
-        spec = json.loads(done.read_text())["spec"]
-        record = done.parent / "protection.json"
-        if not record.is_file():
-            continue
-        linf = float(json.loads(record.read_text())["measured"]["linf_max_255"])
-        key = (spec["params"]["method"], spec["params"]["eps"])
-        out[key] = max(out.get(key, 0.0), linf)
-    return out
-
-
-def _linf_of(label: str, linf: dict[tuple[str, float | None], float]) -> float | None:
-    """The measured L-inf of a row label (``method@eps`` as the grid wrote it)."""
-    from ..images import parse_budget
-
-    method, _, eps = label.partition("@")
-    nominal = parse_budget(eps) if eps else None
-    hits = [v for (m, e), v in linf.items()
-            if m == method and (e is None if nominal is None else e is not None and abs(e - nominal) < 1e-9)]
-    return max(hits) if hits else None
-
-
 def random_noise_control(run_dir: str | Path, *, recipes: Sequence[str] | None = None,
                          out: str | Path | None = None) -> dict[str, Any]:
     """The M3 table of a finished bench run folder; with ``out`` also written there as JSON.
@@ -71,6 +45,7 @@ def random_noise_control(run_dir: str | Path, *, recipes: Sequence[str] | None =
     """
     from ..bench.effects import gap, per_identity
     from ..bench.store import read_rows
+    from ..bench.verdict import measured_budgets
 
     run = Path(run_dir)
     db = run / "results.sqlite"
@@ -83,8 +58,8 @@ def random_noise_control(run_dir: str | Path, *, recipes: Sequence[str] | None =
     if "none" not in labels or not randoms:
         raise InputError(f"{run}: M3 needs the clean cell (protection `none`) and a `{RANDOM}` entry without a red-team; "
                          f"found protections {labels or 'none at all'}")
-    linf_by_key = measured_linf(run)
-    linf = {x: _linf_of(x, linf_by_key) for x in prots + randoms}
+    measured = measured_budgets(run)  # each cell's own protect stages (bench/verdict.py: one place)
+    linf = {x: measured[x]["linf_255"] if x in measured else None for x in prots + randoms}
     warnings = [f"{p}: measured L-inf {linf[p]:g}/255 but no random-noise entry measures the same "
                 f"({', '.join(f'{r} {linf[r]:g}' for r in randoms)})"
                 for p in prots if linf[p] is not None and all(linf[r] != linf[p] for r in randoms)]

@@ -40,6 +40,12 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
+def default_workers(device: str) -> int:
+    """Stages at once when none is asked for: 2 on a CPU with 2 or more cores (the mini models are too small for
+    two threads to share one training well), else 1."""
+    return min(2, cores()) if device == "cpu" else 1
+
+
 def run_local(runner: Runner, progress: Progress = None, *, workers: int = 1) -> dict[str, int]:
     """Run the plan in this process (``workers == 1``) or in ``workers`` spawned processes."""
     if workers < 1:

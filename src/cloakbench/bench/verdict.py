@@ -130,6 +130,14 @@ def budgets(stages: Mapping[str, dict], rows: Iterable[Mapping[str, Any]]) -> di
                     "nominal": a["nominal"][0] if a["nominal"] else None} for label, a in acc.items()}
 
 
+def measured_budgets(run_dir: str | Path) -> dict[str, dict[str, float]]:
+    """:func:`budgets` of one run folder, every cell of its results table."""
+    from .store import read_rows
+
+    run = Path(run_dir)
+    return budgets(_stages([run]), read_rows(run / "results.sqlite"))
+
+
 def direction(metric: str) -> bool | None:
     """Whether higher is better for ``metric`` (``ism[dlib]`` -> ISM's), None when it has no direction or is not
     a registered metric (the class-image shares of :mod:`cloakbench.bench.prior`)."""
@@ -270,11 +278,11 @@ def _share(d: Mapping[str, Any]) -> str:
 def write(run_dir: str | Path, verdict: Mapping[str, Any]) -> Path:
     """``run_dir/verdict.json`` (atomic) and a ``verdict`` table in ``results.sqlite`` (one row per victim x
     protection x red team x metric: kind ``gap`` / ``recovered`` / ``residual``, mean, interval, state)."""
+    from ..images import atomic_write_bytes
+
     run = Path(run_dir)
     path = run / VERDICT
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(verdict, indent=2, default=str))
-    tmp.replace(path)
+    atomic_write_bytes(path, json.dumps(verdict, indent=2, default=str).encode())
     rows = []
     for v in verdict["victims"]:
         for p in v["protections"]:

@@ -100,10 +100,12 @@ def _columns(verdict: Mapping[str, Any]) -> list[str]:
     from ..metrics import METRICS
 
     scored = [m for m, d in verdict["metrics"].items() if d is not None]
-    gaps = [p["gap"].get(m) for v in verdict["victims"] for p in v["protections"] for m in scored]
-    flat = {m for m in scored if all(not (g := p["gap"].get(m)) or (g["mean"] == 0 and g["ci"] == [0, 0])
-                                     for v in verdict["victims"] for p in v["protections"])} if gaps else set()
-    keep = [m for m in scored if m not in flat or m == verdict["headline"]]
+    gaps = [p["gap"] for v in verdict["victims"] for p in v["protections"]]
+
+    def flat(m: str) -> bool:
+        return bool(gaps) and all(not (g := gap.get(m)) or (g["mean"] == 0 and g["ci"] == [0, 0]) for gap in gaps)
+
+    keep = [m for m in scored if not flat(m) or m == verdict["headline"]]
 
     def quality(m: str) -> bool:
         base = m.split("[")[0]

@@ -82,7 +82,7 @@ def run_demo(out: str | Path, *, config: str | Path = CONFIG, progress: Callable
 
     from ..analysis.misalignment import analyze
     from ..bench.config import prompts
-    from ..bench.executors import cores, run_local
+    from ..bench.executors import default_workers, run_local
     from ..bench.report import build
     from ..bench.store import export_csv
     from ..bench.verdict import write
@@ -93,7 +93,7 @@ def run_demo(out: str | Path, *, config: str | Path = CONFIG, progress: Callable
     runner = runner or demo_runner(out, config=config, device=device)
     cfg = runner.cfg
     if workers is None:
-        workers = min(2, cores()) if runner.device == "cpu" else 1
+        workers = default_workers(runner.device)
     counts = run_local(runner, progress, workers=workers)
     export_csv(runner.db, out / "results.csv")
     report = build(out)
