@@ -23,7 +23,8 @@ from ..personalize.dreambooth import LATENT_MODES, LEGACY, OPTIMIZERS, PRECISION
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # the docstring under each field is its description: the meaning docs/CONFIG.md gives each key (config_doc.py)
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
 class DataConfig(Strict):
@@ -32,12 +33,20 @@ class DataConfig(Strict):
     split in order into ``train`` images to protect and the remaining ``reference`` images."""
 
     root: Path | None = None
+    """Folder with one sub-folder per identity, relative to the YAML file; give either ``root`` or ``world``."""
     world: "WorldData | None" = None
+    """Render the identities from the mini world instead of reading folders."""
     identities: list[str] | None = None
+    """Identity folders inside ``root`` to use; default: every sub-folder, sorted (with ``world``: its subjects)."""
     layout: Literal["setabc", "folder"] = "folder"
+    """``setabc``: ``<id>/set_A`` (the protector's clean photos), ``set_B`` (protected and fine-tuned on), ``set_C``
+    (clean references); ``folder``: ``<id>/<subdir>`` split into ``train`` and ``reference`` images."""
     subdir: str = "clean"
+    """Image folder inside each identity folder, layout ``folder`` (``"."``: the identity folder itself)."""
     train: int = Field(2, ge=1)
+    """Images per identity to protect and fine-tune on: the first in file-name order (layout ``folder``, ``world``)."""
     reference: int = Field(2, ge=1)
+    """Clean reference images per identity that the metrics compare samples with: the next ones after ``train``."""
 
 
 class WorldData(Strict):
@@ -46,8 +55,11 @@ class WorldData(Strict):
     ``$CLOAKBENCH_HOME/world``; identities are named ``subject<index>``."""
 
     subjects: list[int] = Field(min_length=1)
+    """Subject indices of the mini world, each in [0, 576); identity ``subject<index>``."""
     photos: int = Field(8, ge=2)
+    """Photos rendered per subject; at least ``data.train + data.reference``."""
     seed: int = 0
+    """Seed of the rendering: the same seed gives the same photos."""
 
 
 DataConfig.model_rebuild()
@@ -57,15 +69,28 @@ EXTERNAL = "external"  # the protection method of images protected elsewhere (Pr
 
 
 class ProtectionSpec(Strict):
+    """One protection of the grid, run on every identity's training images; its cell label is ``method@eps``
+    (``advdm@8/255``), ``none``, or an external entry's ``name``."""
+
     method: str
+    """Protection name (``cloakbench list protections``) or plugin ``module:Class``; ``none``: the clean baseline;
+    ``external``: images protected elsewhere, read from ``path``."""
     eps: str | float | None = None
-    models: list[str] | None = None  # surrogate ensemble (E-ASPL); default: the bench model
+    """L-inf budget in [0, 1] image units: ``"k/255"`` (``"8/255"``) or a number in (0, 1]; default: the method's."""
+    models: list[str] | None = None
+    """Surrogate models the perturbation is optimised against (an ensemble, E-ASPL); default: the bench ``model``."""
     steps: int | None = Field(None, ge=1)
+    """PGD updates; default: the method's own."""
     options: dict[str, Any] = Field(default_factory=dict)
+    """The method's own settings (``cloakbench list protections``), or any of alpha, norm, random_start, prompt,
+    class_prompt, transforms, eot_samples."""
     # method "external": protected images made elsewhere (Glaze, a tool's app, another paper's code), one folder per
     # identity, <path>/<identity>/<stem>.<ext> for each training image <stem> (stages.protect.external)
     path: Path | None = None
-    name: str | None = None  # the cell label of an external entry (default: the folder's name)
+    """Method ``external``: folder holding ``<identity>/<stem>.<ext>`` for each training image ``<stem>``, at its
+    size; relative to the YAML file. The budget is measured, not set."""
+    name: str | None = None
+    """Method ``external``: the cell label (default: the folder's name)."""
 
     def dump(self) -> dict[str, Any]:
         """The entry as hashed (JSON types); ``path`` / ``name`` left out while unset, so that grids written before
@@ -78,22 +103,42 @@ class ProtectionSpec(Strict):
 
 
 class RecipeSpec(Strict):
+    """One fine-tuning recipe of the mimic (DreamBooth, full or LoRA, CDL on or off), trained on every protection x
+    purification it takes and sampled with each of its QES settings."""
+
     name: str
+    """The recipe's label in tables and run folders; unique in the grid (``tables: paper`` reads roles from it)."""
     lora: bool = False
+    """Train LoRA adapters on the UNet instead of fine-tuning the whole UNet and text encoder."""
     lora_rank: int = Field(4, ge=1)
+    """Rank of the LoRA adapters (with ``lora: true``)."""
     cdl: bool = False
+    """Contrastive Decoupling Learning: instance prompts get ``, bhj noisy pattern``, class prompts ``, without bhj
+    noisy pattern``, so the identifier does not absorb the perturbation."""
     steps: int = Field(1000, ge=1)
+    """Training steps (optimizer updates)."""
     lr: float | None = Field(None, gt=0)
+    """Learning rate; default 5e-7 for a full fine-tune, 1e-4 for LoRA (``protocol.default_lr``)."""
     prior: bool = True
+    """Prior preservation: also train on class images the base model draws from the class prompt (loss weight 1)."""
     num_class_images: int = Field(200, ge=1)
+    """Class images of the prior (with ``prior: true``)."""
     class_steps: int = Field(50, ge=1)
-    purifications: list[str] | None = None  # train this recipe only on these red-teams (default: all)
-    protections: list[str] | None = None  # ... and only on these protections: labels or methods (default: all)
-    qes: list[bool] | None = None  # sample this recipe with these QES settings (default: sampling.qes)
+    """Denoising steps per class image of the prior."""
+    purifications: list[str] | None = None
+    """Train this recipe only on these entries of ``purifications``; default: all."""
+    protections: list[str] | None = None
+    """Train this recipe only on these protections, by label (``advdm@8/255``) or method; default: all."""
+    qes: list[bool] | None = None
+    """Sample this recipe with these QES settings (``[false, true]``: both); default: ``sampling.qes``."""
     # DreamBooth numerics (personalize.TrainConfig; the reference's by default, docs/PAPER.md §7)
-    latents: Literal[LATENT_MODES] = "sample"  # a fresh VAE posterior draw per step, or one cached per run
-    mixed_precision: Literal[PRECISIONS] = "auto"  # auto: bf16 on CUDA, fp32 elsewhere
-    optimizer: Literal[OPTIMIZERS] = "adamw"  # adamw8bit: bitsandbytes, CUDA only
+    latents: Literal[LATENT_MODES] = "sample"
+    """``sample``: a fresh VAE posterior draw every step (the reference's); ``cached``: one draw per image per run."""
+    mixed_precision: Literal[PRECISIONS] = "auto"
+    """``auto``: bf16 on a CUDA device that has it, else fp32; ``no``: fp32; ``bf16`` / ``fp16``: autocast over fp32
+    weights."""
+    optimizer: Literal[OPTIMIZERS] = "adamw"
+    """``adamw``: torch AdamW; ``adamw8bit``: bitsandbytes' 8-bit AdamW (CUDA only; the reference's)."""
 
     def dump(self) -> dict[str, Any]:
         """The entry as hashed (JSON types). Left out, so that grids written before a key existed keep their
@@ -135,33 +180,68 @@ class RecipeSpec(Strict):
 
 
 class SamplingSpec(Strict):
+    """How every fine-tuned model is sampled for the metrics."""
+
     qes: list[bool] = [False]
+    """QES settings each model is sampled with: ``true``: the paper's quality-enhanced sampling (negative prompt,
+    100 PNDM steps), ``false``: plain (50 steps). A recipe's ``qes`` replaces it."""
     prompts: list[str] = list(protocol.SAMPLE_PROMPTS)
+    """Sampling prompts, with the identifier ``sks``."""
     n: int = Field(16, ge=1)
+    """Images generated per prompt."""
     steps: int | None = Field(None, ge=1)
+    """Denoising steps; default 100 with QES, 50 without."""
     # when ", without <noise>" is appended to every prompt (stages.sample.use_suffix): "always" is the reference's
     # (DiffShortcut train_dreambooth.py:514: every cell, CDL-trained or not), "cdl+qes" cloakbench's before #31
     suffix: Literal[protocol.SUFFIX_MODES] = protocol.SAMPLE_SUFFIX
+    """When ``, without bhj noisy pattern`` is appended to the prompts: ``always`` (the reference's), ``cdl+qes``
+    (only CDL-trained models sampled with QES), ``never``."""
 
 
 class BenchConfig(Strict):
+    """A whole grid: identities x protections x purifications x recipes x QES x seeds, and the metrics."""
+
     name: str = "bench"
+    """The grid's name, recorded in ``RUN/grid.json`` and shown in the report."""
     model: str = DEFAULT_MODEL
-    subject: str = protocol.CLASS_WORD  # class noun: "a photo of sks {subject}", class images "a photo of {subject}"
-    instance_prompt: str | None = None  # default "a photo of sks {subject}" (style: "a painting in sks style")
-    class_prompt: str | None = None  # default "a photo of {subject}"
+    """The diffusion model of every stage: a hub id, a diffusers folder, a ``.safetensors`` file, ``mini`` (the mini
+    stack) or ``tiny`` (random weights, for tests)."""
+    subject: str = protocol.CLASS_WORD
+    """Class noun of the prompts: ``a photo of sks {subject}`` to train on, ``a photo of {subject}`` for the prior."""
+    instance_prompt: str | None = None
+    """Training prompt of the identity, also the one protections attack; default ``a photo of sks {subject}``."""
+    class_prompt: str | None = None
+    """Prompt of the prior's class images; default ``a photo of {subject}``."""
     resolution: int = Field(512, gt=0)
+    """Side in pixels of the square images every stage works at (photos are center-cropped and resized to it); a
+    multiple of 8."""
     data: DataConfig
+    """Where the identities' photos come from and how they are split."""
     protections: list[ProtectionSpec] = Field(min_length=1)
+    """The protections to red-team; ``{method: none}`` is the clean baseline."""
     purifications: list[str] = ["none"]
+    """Red teams applied to the protected images before fine-tuning (``cloakbench list purifiers``); ``none``: as they
+    are; ``a+b``: ``a``, then ``b``."""
     purify_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    purify_clean: bool = False  # also run the red-teams on the clean baseline (protection "none")
+    """Settings per entry of ``purifications`` (``gridpure: {tile: 256}``); in a chain ``a+b`` each part takes those
+    it knows."""
+    purify_clean: bool = False
+    """Also run the red teams on the clean baseline (protection ``none``)."""
     recipes: list[RecipeSpec] = Field(min_length=1)
+    """The mimic's fine-tuning recipes."""
     sampling: SamplingSpec = SamplingSpec()
+    """How every fine-tuned model is sampled."""
     metrics: list[str] = ["ism", "fdfr", "ims", "brisque"]
+    """Metrics of the samples against the identity's references (``cloakbench list metrics``), with an optional
+    backend in brackets: ``ism[dlib]``, ``verified[mini]``."""
     seeds: list[int] = [0]
-    tables: Literal["paper"] | None = None  # map the plan onto the paper's Tables 1, 3, 4 (bench/paper.py)
+    """Every protection, purification, training and sampling runs once per seed."""
+    tables: Literal["paper"] | None = None
+    """``paper``: map the plan onto the paper's Tables 1, 3 and 4 (``--dry-run`` prints it; recipe names are the
+    roles of ``bench/paper.py``)."""
     executor: Literal["local", "ray"] = "local"
+    """``local``: stages run on this machine; ``ray``: one Ray task per stage (``pip install 'cloakbench[ray]'``);
+    ``--executor`` overrides it."""
 
     @field_validator("resolution")
     @classmethod
