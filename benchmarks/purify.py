@@ -69,7 +69,7 @@ def main() -> None:
         rows.append(("codeformer (stage 1)", t_cf, "measured"))
         rows.append(("codesr-fast (codeformer + realesrgan)", t_cf + rows[4][1], "measured stages"))
 
-        from cloakbench.purify.sr import build_upscaler
+        from cloakbench.purify.sd_upscaler import build_upscaler
 
         up_dir = Path(tmp) / "upscaler"
         build_upscaler(tiny=False).save_pretrained(up_dir)

@@ -16,7 +16,8 @@ import torch
 from cloakbench.purify import create_purifier
 from cloakbench.purify.adm import (ADM_256_UNCOND, TINY_ADM, AdmDiffusion, AdmUNet, build_tiny_adm, load_adm,
                                    space_timesteps)
-from cloakbench.purify.pixel import PAPER_OPTIONS, build_tiny_pixel_model, diffpure, load_pixel_model
+from cloakbench.purify.pixel_diffpure import diffpure
+from cloakbench.purify.pixel_diffusion import PAPER_OPTIONS, build_tiny_pixel_model, load_pixel_model
 
 # guided-diffusion UNetModel(256 px, 256 ch, mult 1,1,2,2,4,4, attention 32,16,8, 64 ch/head, learn_sigma,
 # resblock_updown, scale-shift norm): state_dict keys, parameters, sha256 of the sorted "name:shape" lines.
@@ -200,7 +201,7 @@ def test_ddspure_default_is_unchanged():
 
 
 def test_ddspure_reference_timestep():
-    from cloakbench.purify.pixel import DDSPure
+    from cloakbench.purify.ddspure import DDSPure
 
     pm = (build_tiny_adm(0), AdmDiffusion())
     chain = create_purifier("ddspure", **{**PAPER_OPTIONS["ddspure"], "pixel_model": pm})
@@ -260,7 +261,7 @@ def test_ddspure_chain_matches_a_step_by_step_reference():
     chain from respaced 10 (original 40) down to 1, bicubic back; every image with its own seeded noise."""
     import torch.nn.functional as F
 
-    from cloakbench.purify.pixel import tile_generators
+    from cloakbench.purify.pixel_diffusion import tile_generators
 
     net = _Recorder(build_tiny_adm(0))
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))

@@ -1,12 +1,15 @@
 """The house's layering: no import circle among cloakbench's modules, lazy (function-level) imports included,
-and the mini model source imports nothing from the mini lab (training, validation, demo)."""
+and the mini model source imports nothing from the mini lab (training, validation, demo); and
+docs/ARCHITECTURE.md's layout names only files and folders that exist."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
-PKG = Path(__file__).resolve().parents[1] / "src" / "cloakbench"
+REPO = Path(__file__).resolve().parents[1]
+PKG = REPO / "src" / "cloakbench"
 
 
 def modules() -> dict[str, Path]:
@@ -108,3 +111,94 @@ def test_mini_model_source_does_not_import_the_lab():
     core = [n for n in graph if not n.startswith(("cloakbench.minilab", "cloakbench.cli", "cloakbench.doctor"))]
     for name in core:
         assert not [d for d in graph[name] if d.startswith("cloakbench.minilab")], f"{name} imports the mini lab"
+
+
+# ------------------------------------------------------------------ docs/ARCHITECTURE.md's layout
+
+# the command line is moving from cli.py to the cli/ package: the layout's `cli/` holds with either
+SAME = {PKG / "cli": PKG / "cli.py"}
+_ENTRY = re.compile(r"^( *)((?:[\w.-]+/)*[\w.-]+(?:\.py|/))(?: {2,}(.*))?$")
+_NAMED = re.compile(r"(?<![\w./-])((?:[\w-]+/)*[\w-]+(?:\.py|/))(?![\w./-])")
+
+
+def tree_blocks(text: str) -> list[list[str]]:
+    """The fenced blocks of ``text`` that draw a file tree: the first line names a folder (``src/cloakbench/``)."""
+    blocks = re.findall(r"^```[^\n]*\n(.*?)^```", text, flags=re.S | re.M)
+    return [b.splitlines() for b in blocks if re.fullmatch(r"[\w./-]+/", b.splitlines()[0].strip() if b.strip() else "")]
+
+
+def tree_paths(lines: list[str], root: Path = REPO, pkg: Path = PKG) -> list[tuple[int, str, list[Path]]]:
+    """``(line number, name as written, where it may be)`` for every path a tree block names.
+
+    An entry is a path at the start of a line (``  purify/``, ``  images.py``), then two spaces or more and its
+    description; a line indented to the description column or deeper continues the description. An entry's
+    folder is the nearest less-indented folder entry above it (the repository root at the top level: the tree's
+    first line is ``src/cloakbench/``). A path in a description (``aspl.py``, ``report/``, ``stages/protect.py``)
+    is looked for in its entry (a folder entry, or the folder of a file entry) and, when it has a ``/``, in the
+    package root too. Text in backticks is code or a command, not a path."""
+    out: list[tuple[int, str, list[Path]]] = []
+    stack: list[tuple[int, Path]] = []  # (indent, folder) of the open folder entries
+    context, desc_col = root, None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        indent = len(line) - len(line.lstrip())
+        if desc_col is not None and indent >= desc_col:
+            text = line
+        else:
+            m = _ENTRY.match(line.rstrip())
+            assert m, f"docs/ARCHITECTURE.md tree line {n} is neither an entry nor a description: {line!r}"
+            while stack and stack[-1][0] >= indent:
+                stack.pop()
+            path = (stack[-1][1] if stack else root) / m.group(2)
+            out.append((n, m.group(2), [path]))
+            if m.group(2).endswith("/"):
+                stack.append((indent, path))
+            context = path if m.group(2).endswith("/") else path.parent
+            desc_col = m.start(3) if m.group(3) else indent + len(m.group(2)) + 2
+            text = m.group(3) or ""
+        for name in _NAMED.findall(re.sub(r"`[^`]*`", "", text)):
+            out.append((n, name, [context / name] + ([pkg / name] if "/" in name.rstrip("/") else [])))
+    return out
+
+
+def missing_paths(text: str, root: Path = REPO, pkg: Path = PKG) -> list[str]:
+    """The paths the tree blocks of ``text`` name that do not exist (a folder where ``name/``, a file otherwise)."""
+
+    def there(p: Path, folder: bool) -> bool:
+        return (p.is_dir() if folder else p.is_file()) or (p in SAME and SAME[p].exists())
+
+    missing = []
+    for block in tree_blocks(text):
+        for n, name, places in tree_paths(block, root, pkg):
+            if not any(there(p, name.endswith("/")) for p in places):
+                missing.append(f"line {n} of the tree: {name} ({places[0].relative_to(root)})")
+    return missing
+
+
+def test_layout_reader_finds_a_missing_path(tmp_path):
+    (tmp_path / "src" / "pkg" / "purify").mkdir(parents=True)
+    (tmp_path / "src" / "pkg" / "purify" / "jpeg.py").write_text("")
+    (tmp_path / "src" / "pkg" / "stages").mkdir()
+    (tmp_path / "src" / "pkg" / "stages" / "protect.py").write_text("")
+    (tmp_path / "src" / "pkg" / "audit.py").write_text("")
+    (tmp_path / "tests").mkdir()
+    doc = "\n".join(["```", "src/pkg/", "  purify/    the purifiers: jpeg.py, `file.py:Class` names,",
+                      "              gridpure.py and report/", "  audit.py   through stages/protect.py:external",
+                      "  models/    the models", "tests/       tests", "```"])
+    pkg = tmp_path / "src" / "pkg"
+    assert missing_paths(doc, tmp_path, pkg) == ["line 3 of the tree: gridpure.py (src/pkg/purify/gridpure.py)",
+                                                 "line 3 of the tree: report/ (src/pkg/purify/report)",
+                                                 "line 5 of the tree: models/ (src/pkg/models)"]
+    (pkg / "purify" / "gridpure.py").write_text("")
+    (pkg / "purify" / "report").mkdir()
+    (pkg / "models").mkdir()
+    assert missing_paths(doc, tmp_path, pkg) == []
+
+
+def test_architecture_layout_names_only_paths_that_exist():
+    text = (REPO / "docs" / "ARCHITECTURE.md").read_text()
+    assert tree_blocks(text), "docs/ARCHITECTURE.md has no layout tree"
+    assert len([p for b in tree_blocks(text) for p in tree_paths(b)]) > 40, "the layout tree was not read"
+    missing = missing_paths(text)
+    assert not missing, "docs/ARCHITECTURE.md names paths that do not exist:\n" + "\n".join(missing)

@@ -9,7 +9,7 @@ import torch
 
 from cloakbench.images import read_images
 from cloakbench.purify import create_purifier, list_purifiers
-from cloakbench.purify.pixel import build_tiny_pixel_model, grid_purify, tile_positions
+from cloakbench.purify.pixel_diffusion import build_tiny_pixel_model, grid_purify, tile_positions
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +143,7 @@ def test_latent_purifiers_on_tiny_sd(tiny_model):
 
 
 def test_sd_upscaler_and_noisy_upscale_from_folder(tmp_path):
-    from cloakbench.purify.sr import build_upscaler
+    from cloakbench.purify.sd_upscaler import build_upscaler
 
     build_upscaler(tiny=True).save_pretrained(tmp_path / "up")
     x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(5))
@@ -198,8 +198,8 @@ def test_cli_purify_writes_json_and_refuses_bad_folders(shared_data, tmp_path):
 
 def test_inference_dtype_defaults_half_on_cuda_fp32_on_cpu():
     from cloakbench.models.device import default_dtype
-    from cloakbench.purify.pixel import PixelDiffPure
-    from cloakbench.purify.sr import SDUpscaler
+    from cloakbench.purify.pixel_diffpure import PixelDiffPure
+    from cloakbench.purify.sd_upscaler import SDUpscaler
 
     assert default_dtype("cpu") == torch.float32 and default_dtype("cuda") == torch.bfloat16
     assert default_dtype("cuda", "fp16") == torch.float16

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from .base import Compose, Purifier, register_purifier
 from .codeformer import CodeFormerStage
-from .sr import RealESRGAN, SDUpscaler
+from .realesrgan import RealESRGAN
+from .sd_upscaler import SDUpscaler
 
 
 def _split(kw: dict, cls: type[Purifier]) -> dict:
