@@ -177,7 +177,7 @@ def test_analyze_without_subcommand_is_still_misalignment(tmp_path):
     save_images((clean + 0.1 * torch.randn(clean.shape, generator=g)).clamp(0, 1), tmp_path / "noisy")
     out = tmp_path / "ana"
     res = CliRunner().invoke(app, ["analyze", "--clip", str(tmp_path / "clip"), str(tmp_path / "clean"),
-                                   str(tmp_path / "noisy"), "--out", str(out), "--size", "64"])  # README's form
+                                   str(tmp_path / "noisy"), "--out", str(out), "--resolution", "64"])  # README's form
     assert res.exit_code == 0, res.output
     assert set(json.loads((out / "misalignment.json").read_text())["groups"]) == {"clean", "noisy"}
     res = CliRunner().invoke(app, ["analyze", "misalignment", "--help"])

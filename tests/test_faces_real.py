@@ -71,7 +71,7 @@ def test_cli_analyze_with_local_clip(shared_data, tmp_path):
     clip.tokenizer.save_pretrained(tmp_path / "clip")
     ident = shared_data / "faces/vggface2/id1"
     res = CliRunner().invoke(app, ["analyze", str(ident / "clean"), str(ident / "protected-metacloak"),
-                                   "--clip", str(tmp_path / "clip"), "--out", str(tmp_path / "ana"), "--size", "224"])
+                                   "--clip", str(tmp_path / "clip"), "--out", str(tmp_path / "ana"), "--resolution", "224"])
     assert res.exit_code == 0, res.output
     summary = json.loads((tmp_path / "ana/misalignment.json").read_text())
     assert set(summary["groups"]) == {"clean", "protected-metacloak"}

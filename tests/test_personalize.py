@@ -323,11 +323,11 @@ def test_cli_train_and_sample_errors(tmp_path):
         res = CliRunner().invoke(app, list(args))
         return res.exit_code, " ".join(re.sub(r"[│╭╮╰╯─]", " ", res.output).split())
 
-    code, out = run("train", "--instance-dir", str(empty), "--resolution", "64", str(tmp_path / "o"))
+    code, out = run("train", "--model", "tiny", "--instance-dir", str(empty), "--resolution", "64", str(tmp_path / "o"))
     assert code == 2 and "empty folder" in out
-    code, out = run("train", "--instance-dir", str(empty), "--steps", "0", str(tmp_path / "o"))
+    code, out = run("train", "--model", "tiny", "--instance-dir", str(empty), "--steps", "0", str(tmp_path / "o"))
     assert code == 2 and "steps must be >= 1" in out
-    code, out = run("train", "--instance-dir", str(empty), "--lora", "--lora-rank", "0", str(tmp_path / "o"))
+    code, out = run("train", "--model", "tiny", "--instance-dir", str(empty), "--lora", "--lora-rank", "0", str(tmp_path / "o"))
     assert code == 2 and "rank must be >= 1" in out
     assert not (tmp_path / "o").exists()
 
@@ -338,7 +338,7 @@ def test_cli_train_then_qes_sample(shared_data, tmp_path):
 
     from cloakbench.cli import app
 
-    res = CliRunner().invoke(app, ["train", "--instance-dir", str(shared_data / "faces/vggface2/id2/clean"),
+    res = CliRunner().invoke(app, ["train", "--model", "tiny", "--instance-dir", str(shared_data / "faces/vggface2/id2/clean"),
                                    "--class-dir", str(tmp_path / "cls"), "--num-class-images", "2", "--class-steps", "2",
                                    "--cdl", "--steps", "4", "--lr", "1e-4", "--resolution", "64", str(tmp_path / "run")])
     assert res.exit_code == 0, res.output

@@ -138,6 +138,8 @@ def test_cli_protect_end_to_end(shared_data, tmp_path):
     (["--method", "advdm", "--eps", "abc"], "cannot read budget"),
     (["--method", "advdm", "--resolution", "100"], "multiple of 8"),
     (["--method", "advdm", "--resolution", "128", "EMPTY"], "empty folder"),
+    (["--method", "advdm", "NOMODEL"], "Missing option '--model'"),  # no silent default to the random-weight model
+    (["--method", "aspl", "--surrogate-dir", "/nonexistent-set-A"], "is not a folder"),
 ])
 def test_cli_protect_errors_before_work(tmp_path, args, message):
     from typer.testing import CliRunner
@@ -148,8 +150,9 @@ def test_cli_protect_errors_before_work(tmp_path, args, message):
     empty.mkdir()
     out = tmp_path / "out"
     src = [str(empty)] if "EMPTY" in args else [str(tmp_path)]
-    args = [a for a in args if a != "EMPTY"]
-    res = CliRunner().invoke(app, ["protect", *args, *src, str(out)])
+    model = [] if "NOMODEL" in args else ["--model", "tiny"]
+    args = [a for a in args if a not in ("EMPTY", "NOMODEL")]
+    res = CliRunner().invoke(app, ["protect", *model, *args, *src, str(out)])
     import re
 
     text = " ".join(re.sub(r"[│╭╮╰╯─]", " ", res.output).split())
@@ -217,3 +220,22 @@ def test_simac_searches_timesteps_once_on_the_pretrained_model():
     sets = create_protection("simac", **{**QUICK["simac"], "search_steps": 3}).select_timesteps(
         m, x, torch.Generator().manual_seed(0), reference=True)
     assert len(sets) == 1 and 1000 - 3 * 40 <= sets[0].numel() < 1000  # three +-20 windows deleted (may overlap)
+
+
+@pytest.mark.data
+def test_cli_protect_surrogate_dir_is_anti_dreambooths_set_a(shared_data, tmp_path):
+    """``--surrogate-dir``: ASPL's surrogates train on the protector's own clean photos (set_A), not the inputs."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from cloakbench.cli import app
+
+    set_b, set_a = shared_data / "faces/vggface2/id3/clean", shared_data / "faces/vggface2/id2/clean"
+    res = CliRunner().invoke(app, ["protect", "-m", "aspl", "--model", "tiny", "--steps", "1", "--resolution", "64",
+                                   "-o", "pgd_steps=1", "-o", "surrogate_steps=1", "-o", "train_steps=1",
+                                   "--surrogate-dir", str(set_a), str(set_b), str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    rec = json.loads((tmp_path / "out" / "protection.json").read_text())
+    assert sorted(map(lambda p: p.rsplit("/", 1)[-1], rec["surrogate_images"])) == sorted(p.name for p in set_a.iterdir())
+    assert len(rec["files"]) == len(list(set_b.iterdir()))

@@ -87,18 +87,18 @@ def test_overwrite_replaces_the_whole_folder_and_refuses_without_it(tmp_path):
 def test_evaluate_pairs_fidelity_by_name_and_lists_unmatched(tmp_path):
     a = photos(tmp_path / "a", names=("x.png", "y.png"))
     b = photos(tmp_path / "b", names=("y.png", "x.png"))  # same pictures under swapped names
-    res, text = run("evaluate", a, "-r", b, "--metrics", "psnr", "--size", "0", "--json", tmp_path / "s.json")
+    res, text = run("evaluate", a, "-r", b, "--metrics", "psnr", "--resolution", "0", "--json", tmp_path / "s.json")
     assert res.exit_code == 0, text
     psnr = json.loads((tmp_path / "s.json").read_text())["metrics"]["psnr"]
     assert psnr["value"] < 20  # x compared with x (by name), not with position 0 of b
     photos(tmp_path / "c", names=("x.png", "w.png"))
-    res, text = run("evaluate", a, "-r", tmp_path / "c", "--metrics", "psnr", "--size", "0")
+    res, text = run("evaluate", a, "-r", tmp_path / "c", "--metrics", "psnr", "--resolution", "0")
     assert res.exit_code == 2 and "y.png matches no reference" in text and "reference w.png is matched by 0" in text
     prefixed = photos(tmp_path / "prot", names=("noisy_x.png", "noisy_y.png"))  # a protection tool's names
-    res, text = run("evaluate", prefixed, "-r", a, "--metrics", "psnr,linf", "--size", "0")
+    res, text = run("evaluate", prefixed, "-r", a, "--metrics", "psnr,linf", "--resolution", "0")
     assert res.exit_code == 0, text
     same = photos(tmp_path / "same", names=("x.png", "y.png"))
-    res, _ = run("evaluate", a, "-r", same, "--metrics", "psnr", "--size", "0", "--json", tmp_path / "t.json")
+    res, _ = run("evaluate", a, "-r", same, "--metrics", "psnr", "--resolution", "0", "--json", tmp_path / "t.json")
     data = json.loads((tmp_path / "t.json").read_text())  # identical files: PSNR is infinite, JSON stays valid
     assert res.exit_code == 0 and data["metrics"]["psnr"]["value"] is None
 

@@ -9,7 +9,10 @@ every ``$CLOAKBENCH_PROGRESS_SECONDS`` (default 30) seconds and when it complete
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
 import os
+import sys
 import time
 from typing import Any
 
@@ -79,13 +82,36 @@ class LineProgress:
                                markup=False, highlight=False)
 
 
-def quiet_libraries() -> None:
-    """Turn off diffusers / transformers / huggingface_hub progress bars (they would tear ours)."""
-    import importlib
+_QUIET = {"diffusers.utils.logging": "disable_progress_bar", "transformers.utils.logging": "disable_progress_bar",
+          "huggingface_hub.utils": "disable_progress_bars"}
 
-    for mod, fn in (("diffusers.utils.logging", "disable_progress_bar"), ("transformers.utils.logging", "disable_progress_bar"),
-                    ("huggingface_hub.utils", "disable_progress_bars")):
-        try:
-            getattr(importlib.import_module(mod), fn)()
-        except (ImportError, AttributeError):
-            pass
+
+class _QuietOnImport(importlib.abc.MetaPathFinder):
+    """Calls a library's "disable progress bars" function right after its logging module is first imported, so the
+    command line quiets the libraries without importing them (``--help`` stays quick)."""
+
+    def find_spec(self, name, path, target=None):
+        if name not in _QUIET:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        run = spec.loader.exec_module
+
+        def exec_module(module, run=run, fn=_QUIET[name]):
+            run(module)
+            getattr(module, fn, lambda: None)()
+
+        spec.loader.exec_module = exec_module  # this spec's own loader instance
+        return spec
+
+
+def quiet_libraries() -> None:
+    """Turn off diffusers / transformers / huggingface_hub progress bars (they would tear ours): now for those
+    already imported, on import for the others (and through ``HF_HUB_DISABLE_PROGRESS_BARS`` in worker processes)."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    for mod, fn in _QUIET.items():
+        if mod in sys.modules:
+            getattr(sys.modules[mod], fn, lambda: None)()
+    if not any(isinstance(f, _QuietOnImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietOnImport())

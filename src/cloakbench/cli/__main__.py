@@ -1,0 +1,5 @@
+"""``python -m cloakbench.cli``: the same command line as ``cloakbench``."""
+
+from . import app
+
+app()
