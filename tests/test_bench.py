@@ -63,17 +63,16 @@ def test_plan_shares_upstream_work(smoke_cfg, tmp_path):
     assert len({s.hash for s in r.specs}) == len(r.specs)
 
 
-# the smoke grid's one train stage (id1, no protection) before issue #17 (commit c341028, cloakbench 0.1.0)
-TRAIN_HASH_BEFORE_17 = "7a337708f1ea27ba250f357abf387acd3ce99ba7d716f29ee01512481f7e7602"
+TRAIN_HASH_SCHEMA_1 = "aeed067aeca30e74ad2c75f15d7571ab34597389a33a2dceeed29648dff725cf"  # smoke.yaml: id1 clean
 
 
 @pytest.mark.data
 def test_train_hash_changes_exactly_when_training_does(smoke_cfg, tmp_path):
-    """The reference's per-step latent draws and "auto" precision (the new defaults) are other training:
-    another hash. ``latents: cached`` with ``mixed_precision: "no"`` is the training from before these keys
-    and keeps its hash, so finished folders stay valid. ``latents: cached`` alone does not: "auto" is bf16
-    on CUDA, where the old runs trained fp32."""
+    """One canonical recipe view (issue 36 item 4): every key that changes the training changes the train stage's
+    hash, the plan filters (which cells the recipe is crossed with) do not, and the stage reads every key from the
+    spec (no key means a value from an older version). The hash itself is pinned: it changes only with the schema."""
     from cloakbench.bench.runner import plan
+    from cloakbench.bench.spec import SCHEMA
     from cloakbench.stages.train import train_config
 
     smoke_cfg["data"]["identities"] = ["id1"]
@@ -85,15 +84,18 @@ def test_train_hash_changes_exactly_when_training_does(smoke_cfg, tmp_path):
         [spec] = [s for s in plan(load_config(_write(tmp_path, smoke_cfg)))[0] if s.kind == "train"]
         return spec
 
-    old = train_spec(latents="cached", mixed_precision="no")
-    assert old.hash == TRAIN_HASH_BEFORE_17
-    cfg = train_config(old.params["recipe"], prompts=old.params["prompts"], resolution=64, seed=0)
-    assert (cfg.latents, cfg.mixed_precision, cfg.optimizer) == ("cached", "no", "adamw")
-    new = train_spec()
-    assert {k: new.params["recipe"].get(k) for k in ("latents", "mixed_precision", "optimizer")} == {
-        "latents": "sample", "mixed_precision": "auto", "optimizer": None}
-    others = [new, train_spec(latents="cached"), train_spec(mixed_precision="no"), train_spec(mixed_precision="bf16")]
-    assert len({s.hash for s in others} | {old.hash}) == 5
+    first = train_spec()
+    assert SCHEMA == 1 and first.hash == TRAIN_HASH_SCHEMA_1
+    training = {"latents": "cached", "mixed_precision": "no", "optimizer": "adamw8bit", "steps": 3, "lr": 1e-5,
+                "lora": True, "lora_rank": 8, "cdl": True, "prior": not base.get("prior", True),
+                "num_class_images": 7, "class_steps": 3}
+    others = [train_spec(**{k: v}) for k, v in training.items()]
+    assert len({s.hash for s in others} | {first.hash}) == len(training) + 1
+    for plan_filter in ({"qes": [True]}, {"purifications": ["none"]}, {"protections": ["none"]}):
+        assert train_spec(**plan_filter).hash == first.hash, plan_filter
+    spec = others[0]
+    cfg = train_config(spec.params["recipe"], prompts=spec.params["prompts"], resolution=64, seed=0)
+    assert (cfg.latents, cfg.mixed_precision, cfg.optimizer) == ("cached", base.get("mixed_precision", "auto"), "adamw")
 
 
 @pytest.mark.data
@@ -353,7 +355,8 @@ def test_recipe_protections_filter_is_checked_and_not_hashed(tmp_path):
     with pytest.raises(ConfigError, match=r"recipes\[0\].protections\[1\]: 'aspl' is neither"):
         load_config(tmp_path / "g.yaml")
     r = RecipeSpec(name="a", protections=["advdm"])
-    assert "protections" not in r.train_params() and r.train_params() == RecipeSpec(name="a").train_params()
+    assert "protections" not in r.training() and r.training() == RecipeSpec(name="a").training()
+    assert set(r.training()) == set(RecipeSpec.model_fields) - set(RecipeSpec.PLAN)  # every training key explicit
     cfg = BenchConfig.model_validate({**raw, "recipes": [{"name": "a", "protections": ["advdm"]}]})
     assert [r.takes(p) for p in cfg.protections for r in cfg.recipes] == [False, True]
 

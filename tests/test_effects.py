@@ -105,17 +105,14 @@ def test_recipe_qes_samples_only_that_recipe_and_keeps_old_grid_hashes(tmp_path)
         for pur, recipe in (("none", "dreambooth"), ("codesr-mini", "dreambooth-cdl"), ("codesr-mini", "dreambooth-codesr"))}
     trains = [s for s in specs if s.kind == "train"]
     assert all("qes" not in s.params["recipe"] for s in trains)  # sampling settings are not training's
-    # a grid without the field hashes as one that never had it (pinned on configs/smoke.yaml; 68a979becc257c28 at
-    # 9464668, until #31 made the sampling suffix, which every cell's samples depend on, part of the grid: a run
-    # folder made before is other work and is refused, never mixed)
+    # the grid's identity under hash schema 1 (bench/spec.py SCHEMA), pinned on configs/smoke.yaml: it changes only
+    # with the schema (a run folder made under another is refused, never mixed; docs/ARCHITECTURE.md, Hashes)
     from cloakbench.bench.config import BenchConfig
 
     grid = yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())
-    for r in grid["recipes"]:  # the training from before issue #17's keys (their defaults are other training)
-        r.update(latents="cached", mixed_precision="no")
     smoke = identity(BenchConfig.model_validate(grid))
-    assert smoke["hash"] == "82b7d096eb27f664"
-    assert smoke["labels"]["recipe"] == {"dreambooth": "9a4b021476e36f77", "dreambooth-cdl": "6f09e9fc74fa417b"}
+    assert (smoke["hash"], smoke["schema"]) == ("c145eba44d442d65", 1)
+    assert smoke["labels"]["recipe"] == {"dreambooth": "14cca53c1cdb249d", "dreambooth-cdl": "48f55f8ce4738ee4"}
     grid["recipes"][0]["qes"] = None  # written out as unset: the same grid
     assert identity(BenchConfig.model_validate(grid))["hash"] == smoke["hash"]
 

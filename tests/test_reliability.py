@@ -147,9 +147,8 @@ def test_a_different_grid_in_the_same_run_folder_is_refused(tmp_path):
 
 def test_add_may_widen_a_recipes_filters_and_reads_labels_written_before(tmp_path):
     """A recipe's plan filters (protections, purifications, qes) choose cells, not what a cell computes: a grid
-    that widens them adds cells under the same recipe name. Folders labelled before (filters in the label)
-    still take a grid whose recipe is word for word theirs."""
-    from cloakbench.bench.runfolder import identity
+    that widens them adds cells under the same recipe name."""
+    from cloakbench.bench.spec import SCHEMA
 
     def grid(name, protections, filt, steps=2):
         path = _grid(tmp_path, name, steps)
@@ -166,15 +165,36 @@ def test_add_may_widen_a_recipes_filters_and_reads_labels_written_before(tmp_pat
     with Runner(grid("wide", [none, noise], ["none", "random-noise"]), run_dir, add=True).session():
         pass
     held = json.loads((run_dir / "grid.json").read_text())
-    assert [a["name"] for a in held["added"]] == ["wide"] and "labels_before" not in held
-    old = grid("narrow", [none], ["none"])  # a folder as written before: the recipe label held its filters
-    held["labels"]["recipe"]["db"] = identity(old)["labels_before"]["recipe"]["db"]
-    (run_dir / "grid.json").write_text(json.dumps(held))
+    assert [a["name"] for a in held["added"]] == ["wide"] and held["schema"] == SCHEMA
     with Runner(grid("narrow2", [none], ["none"]), run_dir, add=True).session():
         pass
     with pytest.raises(RunFolderError, match="recipe 'db'"):  # other training under the name is still refused
         with Runner(grid("steps3", [none], ["none"], steps=3), run_dir, add=True).session():
             pass
+
+
+@pytest.mark.parametrize("old", ["no schema", "other schema", "no grid.json"])
+def test_run_folder_of_another_hash_schema_is_refused_with_the_way_on(tmp_path, old):
+    """One hash schema (issue 36 item 4): a folder written under another one (or before schemas) names its stages
+    by other hashes; it is refused before any work, saying what stays readable and how to go on."""
+    run_dir = tmp_path / "run"
+    path = _grid(tmp_path, "g", 2)
+    with Runner(load_config(path), run_dir).session():
+        pass
+    held = json.loads((run_dir / "grid.json").read_text())
+    (run_dir / "artifacts").mkdir(exist_ok=True)
+    if old == "no grid.json":
+        (run_dir / "grid.json").unlink()
+        (run_dir / "results.sqlite").write_bytes(b"")
+    else:
+        held.pop("schema") if old == "no schema" else held.update(schema=0)
+        (run_dir / "grid.json").write_text(json.dumps(held))
+    before = sorted(p.name for p in run_dir.iterdir())
+    with pytest.raises(RunFolderError, match=r"other hashes.*results stay readable.*new --out.*03d5561") as err:
+        Runner(load_config(path), run_dir).check()
+    assert {"no schema": "before hash schema 1", "other schema": "schema 0, this cloakbench reads 1",
+            "no grid.json": "no grid.json"}[old] in str(err.value)
+    assert sorted(p.name for p in run_dir.iterdir()) == before  # nothing written
 
 
 def test_second_process_on_a_run_folder_is_refused_and_a_dead_holder_releases_it(tmp_path):

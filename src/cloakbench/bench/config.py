@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -19,7 +19,7 @@ from .. import protocol
 from ..errors import ConfigError, InputError
 from ..images import IMAGE_SUFFIXES
 from ..models.loading import DEFAULT_MODEL
-from ..personalize.dreambooth import LATENT_MODES, LEGACY, OPTIMIZERS, PRECISIONS
+from ..personalize.dreambooth import LATENT_MODES, OPTIMIZERS, PRECISIONS
 
 
 class Strict(BaseModel):
@@ -92,15 +92,6 @@ class ProtectionSpec(Strict):
     name: str | None = None
     """Method ``external``: the cell label (default: the folder's name)."""
 
-    def dump(self) -> dict[str, Any]:
-        """The entry as hashed (JSON types); ``path`` / ``name`` left out while unset, so that grids written before
-        they existed keep their hashes."""
-        d = self.model_dump(mode="json")
-        for key in ("path", "name"):
-            if d[key] is None:
-                d.pop(key)
-        return d
-
 
 class RecipeSpec(Strict):
     """One fine-tuning recipe of the mimic (DreamBooth, full or LoRA, CDL on or off), trained on every protection x
@@ -140,37 +131,15 @@ class RecipeSpec(Strict):
     optimizer: Literal[OPTIMIZERS] = "adamw"
     """``adamw``: torch AdamW; ``adamw8bit``: bitsandbytes' 8-bit AdamW (CUDA only; the reference's)."""
 
-    def dump(self) -> dict[str, Any]:
-        """The entry as hashed (JSON types). Left out, so that grids written before a key existed keep their
-        hashes: ``qes`` while unset, and ``latents`` / ``mixed_precision`` / ``optimizer`` while they equal
-        the behaviour from before they existed (``LEGACY``: cached latents, fp32, torch AdamW). The new
-        defaults are other training, hence other hashes."""
-        d = self.model_dump(mode="json")
-        for key in ("qes", "protections"):
-            if d[key] is None:
-                d.pop(key)
-        for key, old in LEGACY.items():
-            if d[key] == old:
-                d.pop(key)
-        return d
+    # which cells a grid crosses the recipe with, not what it trains
+    PLAN: ClassVar[tuple[str, ...]] = ("purifications", "protections", "qes")
 
-    def work(self) -> dict[str, Any]:
-        """What the recipe's name stands for in a run folder (:func:`~cloakbench.bench.runfolder.identity`):
-        :meth:`dump` without the plan filters ``purifications``, ``protections`` and ``qes``, which choose
-        the cells a grid crosses it with, not what a cell computes. Equal to :meth:`dump` for a recipe without
-        filters, so run folders labelled before this kept their labels."""
-        d = self.dump()
-        d["purifications"] = None
-        d.pop("protections", None)
-        d.pop("qes", None)
-        return d
-
-    def train_params(self) -> dict[str, Any]:
-        """The entry as the train stage's spec holds it: :meth:`dump` without the sampling settings."""
-        d = self.dump()
-        d.pop("qes", None)
-        d.pop("protections", None)  # a plan filter: the same training whichever protections it is crossed with
-        return d
+    def training(self) -> dict[str, Any]:
+        """The one canonical view of the recipe (JSON types, every key explicit): its name and everything that
+        changes what is trained, without the plan filters (:attr:`PLAN`). The train stage's spec holds it and the
+        run folder's recipe label is its hash (:func:`~cloakbench.bench.runfolder.identity`), so a grid may widen
+        a recipe's filters and keep its finished fine-tunes."""
+        return {k: v for k, v in self.model_dump(mode="json").items() if k not in self.PLAN}
 
     def takes(self, prot: "ProtectionSpec") -> bool:
         """Whether this recipe trains on protection ``prot`` (:attr:`protections` lists labels or methods)."""

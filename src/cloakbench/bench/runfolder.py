@@ -16,28 +16,21 @@ from typing import Any
 
 from ..errors import RunFolderError
 from ..fsmode import locked  # noqa: F401  (the run folder's lock: RUN/.lock)
-from .spec import canonical
+from .spec import SCHEMA, digest
 
 GRID = "grid.json"
 LOCK = ".lock"
 
 
-def _hash(obj: Any) -> str:
-    import hashlib
-
-    return hashlib.sha256(canonical(obj).encode()).hexdigest()[:16]
-
-
 def identity(cfg) -> dict[str, Any]:
-    """``{"name", "hash", "labels": {kind: {label: hash}}}`` of a :class:`~cloakbench.bench.BenchConfig`
+    """``{"name", "hash", "schema", "labels": {kind: {label: hash}}}`` of a :class:`~cloakbench.bench.BenchConfig`
     (the hash leaves out where the data lives and the executor: moving a run folder keeps it). A label's
     hash covers its entry and every grid-wide setting that changes what a cell measures (model, resolution,
-    prompts, sampling, data split): the same label under another model is other work. A recipe's plan filters
-    (which protections, red-teams and QES settings it is crossed with) are not part of its label: a grid may
-    add cells to a recipe by widening them."""
+    prompts, sampling, data split): the same label under another model is other work. A recipe's label is the
+    hash of its one canonical view (:meth:`~cloakbench.bench.config.RecipeSpec.training`, which leaves out its
+    plan filters): a grid may add cells to a recipe by widening them. Hashes are :func:`~cloakbench.bench.spec.digest`
+    under :data:`~cloakbench.bench.spec.SCHEMA`."""
     dump = cfg.model_dump(mode="json")
-    dump["recipes"] = [r.dump() for r in cfg.recipes]
-    dump["protections"] = [p.dump() for p in cfg.protections]
     dump.pop("executor", None)
     dump.pop("tables", None)  # how the plan is shown, not what a cell measures
     dump["data"].pop("root", None)
@@ -46,12 +39,13 @@ def identity(cfg) -> dict[str, Any]:
     shared["data"] = {k: v for k, v in dump["data"].items() if k not in ("identities", "world")}
     if dump["data"].get("world"):
         shared["data"]["world"] = {k: v for k, v in dump["data"]["world"].items() if k != "subjects"}
-    labels = {"protection": {protection_label(p): _hash([shared, p.dump()]) for p in cfg.protections},
-              "purification": {p: _hash([shared, p, cfg.purify_options.get(p, {})]) for p in cfg.purifications},
-              "recipe": {r.name: _hash([shared, r.work()]) for r in cfg.recipes}}
-    # the recipe labels as folders written before 2026-12-01 hold them (plan filters included), accepted as equal
-    before = {r.name: _hash([shared, r.dump()]) for r in cfg.recipes}
-    return {"name": cfg.name, "hash": _hash(dump), "labels": labels, "labels_before": {"recipe": before}}
+    def short(obj: Any) -> str:  # 16 hex digits: what grid.json and the messages show
+        return digest(obj)[:16]
+
+    labels = {"protection": {protection_label(p): short([shared, p.model_dump(mode="json")]) for p in cfg.protections},
+              "purification": {p: short([shared, p, cfg.purify_options.get(p, {})]) for p in cfg.purifications},
+              "recipe": {r.name: short([shared, r.training()]) for r in cfg.recipes}}
+    return {"name": cfg.name, "hash": short(dump), "schema": SCHEMA, "labels": labels}
 
 
 def protection_label(prot) -> str:
@@ -64,6 +58,10 @@ def protection_label(prot) -> str:
     return prot.method + (f"@{prot.eps}" if prot.eps is not None else "")
 
 
+_OLD = ("run folder {run} {why}: its stage folders are named by other hashes, so its finished work cannot be found "
+        "again. Its results stay readable (results.sqlite, results.csv, report.html, `cloakbench report`). To go on, "
+        "start a new --out (the stages run again), or finish this folder with the cloakbench that wrote it "
+        "(git checkout 03d5561 or earlier; docs/ARCHITECTURE.md, 'Hashes').")
 OWN_BEFORE_GRID = {LOCK, "audit.yaml"}  # what a run folder may hold before grid.json (the lock, audit's grid)
 
 
@@ -105,10 +103,11 @@ def claim(run: Path, cfg, *, add: bool = False, dry: bool = False, inputs: dict[
     the same run. ``dry``: check only, write nothing (``--dry-run`` refuses what the run would refuse).
     Raises :class:`RunFolderError`."""
     mine = identity(cfg)
-    before = mine.pop("labels_before")
     inputs = inputs or {}
     path = run / GRID
     refuse_foreign(run)
+    if not path.is_file() and (run / "artifacts").is_dir():
+        raise RunFolderError(_OLD.format(run=run, why="has no grid.json (written before 2026-11)"))
     if not path.is_file():
         if dry:
             return
@@ -121,6 +120,10 @@ def claim(run: Path, cfg, *, add: bool = False, dry: bool = False, inputs: dict[
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
         raise RunFolderError(f"{path} is corrupt ({type(exc).__name__}: {exc}): this folder's grid cannot be checked; "
                              "use another --out (the artifacts/ inside are kept)") from None
+    if held.get("schema") != SCHEMA:
+        why = (f"was written under hash schema {held['schema']}, this cloakbench reads {SCHEMA}" if "schema" in held
+               else "was written before hash schema 1 (cloakbench before 2026-12-08)")
+        raise RunFolderError(_OLD.format(run=run, why=why))
     changed = _changed_inputs(held, inputs)
     if changed:
         raise RunFolderError(f"run folder {run} was made with other photos of {', '.join(changed)}: their results "
@@ -134,7 +137,7 @@ def claim(run: Path, cfg, *, add: bool = False, dry: bool = False, inputs: dict[
         raise RunFolderError(f"run folder {run} holds grid {held['name']!r} ({held['hash']}), not {mine['name']!r} "
                              f"({mine['hash']}): use another --out, or --add to add this grid's cells to it")
     clashes = [f"{kind} {label!r}" for kind, labels in mine["labels"].items() for label, h in labels.items()
-               if held["labels"].get(kind, {}).get(label, h) not in (h, before.get(kind, {}).get(label))]
+               if held["labels"].get(kind, {}).get(label, h) != h]
     if clashes:
         raise RunFolderError(f"cannot add grid {mine['name']!r} to {run}: {', '.join(clashes)} would name different "
                              f"work than in grid {held['name']!r}; rename them")

@@ -85,7 +85,7 @@ def plan(cfg: BenchConfig) -> tuple[list[Spec], dict[str, list[Path]]]:
                         inputs = {"instances": u}
                         if recipe.prior:
                             inputs["classes"] = add(class_spec(cfg, class_prompt, seed, recipe)).hash
-                        t = add(Spec("train", {"recipe": recipe.train_params(), "model": cfg.model,
+                        t = add(Spec("train", {"recipe": recipe.training(), "model": cfg.model,
                                                "prompts": [instance_prompt, class_prompt],
                                                "resolution": cfg.resolution, "seed": seed}, inputs))
                         for qes in recipe.qes if recipe.qes is not None else cfg.sampling.qes:

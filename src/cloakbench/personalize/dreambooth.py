@@ -19,7 +19,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +39,6 @@ TEXT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 LATENT_MODES = ("sample", "cached")
 PRECISIONS = ("auto", "no", "bf16", "fp16")
 OPTIMIZERS = ("adamw", "adamw8bit")
-# The training behaviour from before ``latents``, ``mixed_precision`` and ``optimizer`` were settings: a bench
-# train spec without one of these keys means this value (bench.config.RecipeSpec.dump leaves these values
-# out, so specs hashed before the keys existed keep their hashes and their finished folders).
-LEGACY = {"latents": "cached", "mixed_precision": "no", "optimizer": "adamw"}
 
 
 @dataclass
@@ -106,12 +102,16 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any], source: str = "the saved config") -> "TrainConfig":
+        """The config :meth:`as_dict` saved (``personalized.json``); a key this version does not know (a model
+        trained by an older cloakbench, e.g. ``use_8bit_adam`` before 2026-11) is an :class:`InputError` naming
+        ``source`` and the key: its training cannot be resumed or described faithfully (retrain it)."""
         d = dict(d)
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        if unknown:
+            raise InputError(f"{source}: unknown training setting(s) {', '.join(unknown)} (written by an older "
+                             "cloakbench): retrain the model with this version")
         d["cdl"] = CDLPolicy(**d.get("cdl", {}))
-        if "use_8bit_adam" in d:  # saved before ``optimizer`` and ``latents`` existed
-            d.setdefault("optimizer", "adamw8bit" if d.pop("use_8bit_adam") else "adamw")
-            d.setdefault("latents", LEGACY["latents"])
         return cls(**d)
 
 
@@ -512,7 +512,7 @@ def load_personalized(path: str | os.PathLike[str], *, device: str | None = None
         return load_model(path / meta.get("path", "model"), device=device, dtype=dtype)
     src = base or meta["base"]
     model = load_model("tiny" if src.startswith("tiny") else src, device=device, dtype=dtype)
-    cfg = TrainConfig.from_dict(meta["config"])
+    cfg = TrainConfig.from_dict(meta["config"], source=str(meta_file))
     lora_dir = path / "lora"
     emb_file = lora_dir / "token_embeddings.safetensors"
     if emb_file.is_file():

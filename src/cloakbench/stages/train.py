@@ -25,12 +25,11 @@ CHECKPOINT_SECONDS = 120.0  # a bench training checkpoints every 2 minutes (was:
 
 def train_config(recipe: dict[str, Any], *, prompts: Sequence[str], resolution: int, seed: int):
     """The :class:`~cloakbench.personalize.TrainConfig` of a bench train spec: ``recipe`` as
-    ``RecipeSpec.train_params`` gives it (a key it lacks has its value from before it existed,
-    ``personalize.dreambooth.LEGACY``), the (instance, class) ``prompts``, ``resolution`` in pixels, ``seed``."""
+    ``RecipeSpec.training`` gives it (every key), the (instance, class) ``prompts``, ``resolution`` in pixels,
+    ``seed``."""
     from ..personalize import CDLPolicy, TrainConfig
-    from ..personalize.dreambooth import LEGACY
 
-    r = {**LEGACY, **recipe}
+    r = recipe
     return TrainConfig(instance_prompt=prompts[0], class_prompt=prompts[1], steps=r["steps"], lr=r["lr"],
                        lora=r["lora"], lora_rank=r["lora_rank"], prior_weight=1.0 if r["prior"] else 0.0,
                        num_class_images=r["num_class_images"], resolution=resolution, seed=seed,
