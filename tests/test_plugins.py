@@ -126,3 +126,46 @@ def test_list_command_names_what_exists(plugin):
     assert res.exit_code == 0 and "verified" in res.output and "higher" in res.output
     res = CliRunner().invoke(app, ["list", "nosuch"], terminal_width=120)
     assert res.exit_code == 2
+
+
+MODEL_PLUGIN = '''
+from cloakbench.models.sources import ModelSource, Tiny
+
+
+class MyTiny(Tiny):
+    """A model source written outside cloakbench (here: the tiny model under another name)."""
+
+    paper = "a test model plugin"
+
+
+class NotASource:
+    pass
+'''
+
+
+def test_a_plugin_model_loads_where_a_model_is_named(tmp_path):
+    """Models are a registry like the others (#36 item 2): ``file.py:Class`` of a ``ModelSource`` subclass is a model
+    name for load_model, the CLI and a grid's ``model:``; another class is refused by name; the built-ins list."""
+    from typer.testing import CliRunner
+
+    from cloakbench.cli import app
+    from cloakbench.models import MODELS, load_model
+
+    path = tmp_path / "mymodels.py"
+    path.write_text(textwrap.dedent(MODEL_PLUGIN))
+    saved = dict(MODELS._entries)
+    try:
+        model = load_model(f"{path}:MyTiny", device="cpu")
+        assert model.source.startswith("tiny") and sum(p.numel() for p in model.unet.parameters()) > 0
+        with pytest.raises(UnknownNameError, match="not a ModelSource subclass"):
+            load_model(f"{path}:NotASource")
+        res = CliRunner().invoke(app, ["sample", "--model", f"{path}:MyTiny", "-n", "1", "--steps", "2",
+                                       "--prompt", "a photo of sks person", str(tmp_path / "s")])
+        assert res.exit_code == 0, res.output
+        assert len(list((tmp_path / "s").glob("*.png"))) == 1
+        res = CliRunner().invoke(app, ["list", "models"], terminal_width=120)
+        flat = " ".join(res.output.split())
+        assert res.exit_code == 0 and all(n in flat for n in ("tiny", "mini", "sd21-base", "32 px", "plugin:"))
+    finally:
+        MODELS._entries.clear()
+        MODELS._entries.update(saved)

@@ -16,46 +16,69 @@ weights_app = typer.Typer(help="List, fetch and verify external model weights.",
 app.add_typer(weights_app, name="weights", rich_help_panel=PANEL)
 
 
+KINDS = ("protections", "purifiers", "metrics", "models")
+
+
+def _needs(factory) -> str:
+    """The packages a component needs beyond the core (its ``requires`` import names), each marked present (+) or
+    missing (-)."""
+    import importlib.util
+
+    names = getattr(factory, "requires", ()) or ()
+    return " ".join(f"{n}{'+' if importlib.util.find_spec(n) is not None else ' (missing)'}" for n in names) or "-"
+
+
+def _row(kind: str, e) -> tuple[str, ...]:
+    """One table row of entry ``e`` of registry ``kind``."""
+    from ..images import format_budget
+
+    f = e.factory
+    paper = str(getattr(f, "paper", "") or e.meta.get("paper", "")) + (f" (plugin: {e.meta['plugin']})"
+                                                                       if e.meta.get("plugin") else "")
+    if kind == "protections":
+        return e.name, paper, format_budget(f.eps), str(f.steps), _needs(f)
+    if kind == "purifiers":
+        return e.name, paper, ", ".join(f"{k}={v}" for k, v in getattr(f, "options", {}).items()) or "-", _needs(f)
+    if kind == "models":
+        return e.name, paper, f"{f.resolution} px", f.source or "-", _needs(f)
+    needs = ", ".join(n for n, on in (("face", f.needs_face), ("references", f.needs_reference)) if on) or "-"
+    return e.name, {True: "higher", False: "lower", None: "-"}[f.higher_better], needs, f.licence, _needs(f)
+
+
 @app.command("list", rich_help_panel=PANEL)
 def list_entries(
-    kind: str = typer.Argument("protections", help="protections, purifiers or metrics."),
+    kind: str = typer.Argument("protections", help=f"{', '.join(KINDS[:-1])} or {KINDS[-1]}."),
     filter_: str = typer.Option(None, "--filter", help="Only names matching this glob, e.g. 'aspl*'."),
 ) -> None:
-    """What exists: every protection, purifier or metric (installed plugins included) with its paper and defaults.
-    Code outside the package is named module:Class or path/file.py:Class (docs/EXTENDING.md)."""
+    """What exists: every protection, purifier, metric or model (installed plugins included) with its paper, its
+    defaults and the packages it needs (present or missing). Code outside the package is named module:Class or
+    path/file.py:Class (docs/EXTENDING.md)."""
     import fnmatch
 
     from rich.table import Table
     from rich.text import Text
 
-    from ..images import format_budget
-    from ..metrics import METRICS
-    from ..protect import PROTECTIONS
-    from ..purify import PURIFIERS
-
-    registries = {"protections": PROTECTIONS, "purifiers": PURIFIERS, "metrics": METRICS}
-    if kind not in registries:
-        raise typer.BadParameter(f"{kind!r}: give one of {', '.join(registries)}", param_hint="KIND")
+    if kind not in KINDS:
+        raise typer.BadParameter(f"{kind!r}: give one of {', '.join(KINDS)}", param_hint="KIND")
+    if kind == "protections":
+        from ..protect import PROTECTIONS as registry
+    elif kind == "purifiers":
+        from ..purify import PURIFIERS as registry
+    elif kind == "metrics":
+        from ..metrics import METRICS as registry
+    else:
+        from ..models import MODELS as registry
+    heads = {"protections": ("name", "paper", "budget", "steps", "needs"), "purifiers": ("name", "paper", "options",
+             "needs"), "metrics": ("name", "better", "input", "licence", "needs"),
+             "models": ("name", "paper", "resolution", "weights", "needs")}[kind]
     table = Table(title=f"cloakbench {kind}")
-    heads = {"protections": ("name", "paper", "budget", "steps"), "purifiers": ("name", "paper", "options"),
-             "metrics": ("name", "better", "needs", "licence")}[kind]
     for h in heads:
         table.add_column(h, overflow="fold")
     shown = 0
-    for e in registries[kind].entries():
+    for e in registry.entries():
         if filter_ and not fnmatch.fnmatch(e.name, filter_.lower()):
             continue
-        f = e.factory
-        paper = str(getattr(f, "paper", "") or e.meta.get("paper", "")) + (f" (plugin: {e.meta['plugin']})"
-                                                                           if e.meta.get("plugin") else "")
-        if kind == "protections":
-            cells = (e.name, paper, format_budget(f.eps), str(f.steps))
-        elif kind == "purifiers":
-            cells = (e.name, paper, ", ".join(f"{k}={v}" for k, v in getattr(f, "options", {}).items()) or "-")
-        else:
-            needs = ", ".join(n for n, on in (("face", f.needs_face), ("references", f.needs_reference)) if on) or "-"
-            cells = (e.name, {True: "higher", False: "lower", None: "-"}[f.higher_better], needs, f.licence)
-        table.add_row(*(Text(c) for c in cells))
+        table.add_row(*(Text(c) for c in _row(kind, e)))
         shown += 1
     console.print(table)
     console.print(f"{shown} {kind}", markup=False, highlight=False)
