@@ -1,7 +1,7 @@
 """Seconds per image of every protection (not a timed test).
 
 CPU: the tiny model at 128 px, 4 real faces (or random images without shared data), ``--steps``
-updates with each method's expensive parts shrunk as in cloakbench.protect.quick (listed in the table).
+updates with each method's expensive parts shrunk as in cloakbench.testing.quick (listed in the table).
 GPU (``--full``): the full-size SD 2.1-base architecture with random weights at 512 px.
 
     python benchmarks/protect.py [--steps 4] [--methods aspl,advdm] [--full --device cuda]
@@ -18,8 +18,8 @@ import torch
 from cloakbench.images import read_images
 from cloakbench.models import build_tiny
 from cloakbench.protect import create_protection, list_protections
-from cloakbench.protect.quick import QUICK as FAST
-from cloakbench.testdata import test_data_dir
+from cloakbench.testing.quick import QUICK as FAST
+from cloakbench.testing.shared_data import test_data_dir
 
 
 def main() -> None:
@@ -39,7 +39,7 @@ def main() -> None:
         x = torch.rand(args.images, 3, size, size, generator=torch.Generator().manual_seed(0))
     if args.full:
         from cloakbench.models.device import parse_dtype
-        from cloakbench.models.random_sd import build_sd21_base_random
+        from cloakbench.testing.random_sd import build_sd21_base_random
 
         models = [build_sd21_base_random(device=args.device, dtype=parse_dtype(args.dtype))]
         device_name = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else platform.processor()

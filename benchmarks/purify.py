@@ -22,7 +22,7 @@ import torch
 
 from cloakbench.images import read_images
 from cloakbench.purify import create_purifier
-from cloakbench.testdata import test_data_dir
+from cloakbench.testing.shared_data import test_data_dir
 
 
 def timed(p, x, device):
@@ -92,7 +92,7 @@ def main() -> None:
     rows.append(("pixel-diffpure (t=100, 100 steps)", d1 + 99 * (d2 - d1), "extrapolated"))
     rows.append(("ddspure", timed(create_purifier("ddspure", pixel_model=pm), x, dev), "measured"))
 
-    from cloakbench.models.random_sd import build_sd21_base_random
+    from cloakbench.testing.random_sd import build_sd21_base_random
 
     sd = build_sd21_base_random(device=dev)
     l1 = timed(create_purifier("latent-diffpure", model=sd, t_star=300, steps=2), x, dev)

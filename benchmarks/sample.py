@@ -37,7 +37,7 @@ def main() -> None:
     print("|---|---|---|")
     for dtype in ["fp32"] + (["bf16", "fp16"] if args.device.startswith("cuda") else []):
         if args.full:
-            from cloakbench.models.random_sd import build_sd21_base_random
+            from cloakbench.testing.random_sd import build_sd21_base_random
 
             model = build_sd21_base_random(device=args.device, dtype=parse_dtype(dtype))
         else:

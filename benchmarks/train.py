@@ -1,7 +1,7 @@
 """DreamBooth training speed: the trainer against a bare loop of the same math, in one run (not a timed test).
 
 Both train the same model class from the same weights, on the same batch (one instance + one class image
-per step, prior preservation), precision and optimizer; the bare loop (:mod:`cloakbench.personalize.bare`)
+per step, prior preservation), precision and optimizer; the bare loop (:mod:`cloakbench.testing.bare`)
 has no log, no checkpoint and no per-step sync. The ratio trainer / bare is the share of the hardware's
 pace the trainer reaches (goal >= 0.90). Latent caching is timed in both.
 
@@ -23,12 +23,12 @@ import torch
 
 from cloakbench.models import build_tiny
 from cloakbench.personalize import DreamBoothTrainer, TrainConfig
-from cloakbench.personalize.bare import bare_losses
+from cloakbench.testing.bare import bare_losses
 
 
 def build(args):
     if args.full:
-        from cloakbench.models.random_sd import build_sd21_base_random
+        from cloakbench.testing.random_sd import build_sd21_base_random
 
         return build_sd21_base_random(device=args.device)
     return build_tiny().to(torch.device(args.device))

@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 
 from cloakbench.images import read_images, to_uint8
-from cloakbench.metrics.faces import cosine, create_face_backend
+from cloakbench.metrics.face_backends import cosine, create_face_backend
 from cloakbench.metrics.fidelity import psnr
 from cloakbench.purify import create_purifier
-from cloakbench.testdata import test_data_dir
+from cloakbench.testing.shared_data import test_data_dir
 
 
 def main() -> None:

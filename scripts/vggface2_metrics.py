@@ -16,7 +16,7 @@ import torch
 
 from cloakbench.images import read_images
 from cloakbench.metrics import create_metric, mean_std, wilcoxon
-from cloakbench.testdata import test_data_dir
+from cloakbench.testing.shared_data import test_data_dir
 
 
 def main(argv: list[str] | None = None) -> dict:

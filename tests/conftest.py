@@ -30,7 +30,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real images of ../shared/data (or $CLOAKBENCH_TEST_DATA); skips when absent."""
-    from cloakbench.testdata import test_data_dir
+    from cloakbench.testing.shared_data import test_data_dir
 
     path = test_data_dir()
     if path is None:

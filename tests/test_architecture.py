@@ -1,11 +1,15 @@
 """The house's layering: no import circle among cloakbench's modules, lazy (function-level) imports included,
-and the mini model source imports nothing from the mini lab (training, validation, demo); and
-docs/ARCHITECTURE.md's layout names only files and folders that exist."""
+the mini model source imports nothing from the mini lab (training, validation, demo), and the product imports
+nothing from the lab helpers of ``cloakbench.testing``; names: no package attribute shadows a submodule and no
+two modules share a file name; and docs/ARCHITECTURE.md's layout names only files and folders that exist."""
 
 from __future__ import annotations
 
 import ast
+import inspect
+import pkgutil
 import re
+from collections import defaultdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -113,6 +117,80 @@ def test_mini_model_source_does_not_import_the_lab():
         assert not [d for d in graph[name] if d.startswith("cloakbench.minilab")], f"{name} imports the mini lab"
 
 
+
+def test_product_does_not_import_the_lab_helpers():
+    """``cloakbench.testing`` is for the test suite and the benchmarks; only ``cloakbench doctor`` looks up the
+    test images through it (``testing.shared_data``)."""
+    graph = import_graph()
+    assert "cloakbench.testing" in graph, "the graph has no cloakbench.testing"
+    lab = lambda m: m == "cloakbench.testing" or m.startswith("cloakbench.testing.")  # noqa: E731
+    for name, deps in graph.items():
+        if lab(name):
+            continue
+        used = sorted(d for d in deps if lab(d))
+        if name == "cloakbench.doctor":
+            assert set(used) <= {"cloakbench.testing", "cloakbench.testing.shared_data"}, used
+        else:
+            assert not used, f"{name} imports the lab helpers {used}"
+
+
+# ------------------------------------------------------------------ names
+
+# File names that several modules may share: ``base.py`` is the base class and registry of each component kind
+# (protect/, purify/, metrics/), the layout's one convention for it (docs/ARCHITECTURE.md).
+SHARED_NAMES = {"__init__", "__main__", "base"}
+
+
+def test_no_two_modules_share_a_name():
+    where = defaultdict(list)
+    for f in PKG.rglob("*.py"):
+        where[f.stem].append(str(f.relative_to(PKG)))
+    shared = {stem: sorted(paths) for stem, paths in where.items() if len(paths) > 1 and stem not in SHARED_NAMES}
+    assert not shared, f"modules that share a name (rename one, or justify it in SHARED_NAMES): {shared}"
+
+
+def test_stages_functions_do_not_shadow_their_modules():
+    """``stages.protect`` is the function; its module is ``stages.protection`` (and so for every stage)."""
+    from cloakbench import stages
+
+    subs = {m.name for m in pkgutil.iter_modules(stages.__path__)}
+    assert {"protection", "purification", "training", "sampling", "evaluation", "output"} <= subs
+    for name in dir(stages):
+        attr = getattr(stages, name)
+        if inspect.isfunction(attr):
+            assert name not in subs, f"stages.{name} (a function) shadows the module cloakbench.stages.{name}"
+    for name in ("protect", "purify", "train", "sample", "evaluate", "class_images"):
+        assert inspect.isfunction(getattr(stages, name)), name
+
+
+def shadowing(init: Path) -> list[str]:
+    """Names a package's ``__init__.py`` binds (by ``from .x import name``, a def, a class or an assignment) that
+    are also the names of its submodules: such a name hides the module behind ``package.name``."""
+    subs = {m.name for m in pkgutil.iter_modules([str(init.parent)])}
+    out = []
+    for node in ast.parse(init.read_text()).body:
+        names: list[str] = []
+        if isinstance(node, ast.ImportFrom) and not (node.level == 1 and node.module is None):  # from . import m
+            names = [a.asname or a.name for a in node.names]
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names = [node.name]
+        elif isinstance(node, ast.Assign):
+            names = [t.id for t in node.targets if isinstance(t, ast.Name)]
+        out += [n for n in names if n in subs]
+    return out
+
+
+def test_shadow_reader_finds_a_planted_shadow(tmp_path):
+    (tmp_path / "protect.py").write_text("def protect(): ...\n")
+    (tmp_path / "output.py").write_text("")
+    (tmp_path / "__init__.py").write_text("from . import output\nfrom .protect import protect\n")
+    assert shadowing(tmp_path / "__init__.py") == ["protect"]
+
+
+def test_no_package_attribute_shadows_a_submodule():
+    found = {str(init.relative_to(PKG)): names for init in PKG.rglob("__init__.py") if (names := shadowing(init))}
+    assert not found, f"package names that hide a submodule of the same name: {found}"
+
 # ------------------------------------------------------------------ docs/ARCHITECTURE.md's layout
 
 SAME: dict = {}  # a layout path -> another that also satisfies it (none today)
@@ -132,7 +210,7 @@ def tree_paths(lines: list[str], root: Path = REPO, pkg: Path = PKG) -> list[tup
     An entry is a path at the start of a line (``  purify/``, ``  images.py``), then two spaces or more and its
     description; a line indented to the description column or deeper continues the description. An entry's
     folder is the nearest less-indented folder entry above it (the repository root at the top level: the tree's
-    first line is ``src/cloakbench/``). A path in a description (``aspl.py``, ``report/``, ``stages/protect.py``)
+    first line is ``src/cloakbench/``). A path in a description (``aspl.py``, ``report/``, ``stages/protection.py``)
     is looked for in its entry (a folder entry, or the folder of a file entry) and, when it has a ``/``, in the
     package root too. Text in backticks is code or a command, not a path."""
     out: list[tuple[int, str, list[Path]]] = []
@@ -179,11 +257,11 @@ def test_layout_reader_finds_a_missing_path(tmp_path):
     (tmp_path / "src" / "pkg" / "purify").mkdir(parents=True)
     (tmp_path / "src" / "pkg" / "purify" / "jpeg.py").write_text("")
     (tmp_path / "src" / "pkg" / "stages").mkdir()
-    (tmp_path / "src" / "pkg" / "stages" / "protect.py").write_text("")
+    (tmp_path / "src" / "pkg" / "stages" / "protection.py").write_text("")
     (tmp_path / "src" / "pkg" / "audit.py").write_text("")
     (tmp_path / "tests").mkdir()
     doc = "\n".join(["```", "src/pkg/", "  purify/    the purifiers: jpeg.py, `file.py:Class` names,",
-                      "              gridpure.py and report/", "  audit.py   through stages/protect.py:external",
+                      "              gridpure.py and report/", "  audit.py   through stages/protection.py:external",
                       "  models/    the models", "tests/       tests", "```"])
     pkg = tmp_path / "src" / "pkg"
     assert missing_paths(doc, tmp_path, pkg) == ["line 3 of the tree: gridpure.py (src/pkg/purify/gridpure.py)",

@@ -73,7 +73,7 @@ def test_train_hash_changes_exactly_when_training_does(smoke_cfg, tmp_path):
     spec (no key means a value from an older version). The hash itself is pinned: it changes only with the schema."""
     from cloakbench.bench.runner import plan
     from cloakbench.bench.spec import SCHEMA
-    from cloakbench.stages.train import train_config
+    from cloakbench.stages.training import train_config
 
     smoke_cfg["data"]["identities"] = ["id1"]
     smoke_cfg["protections"], smoke_cfg["purifications"] = [{"method": "none"}], ["none"]

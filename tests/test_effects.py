@@ -54,13 +54,13 @@ def test_team_names():
 
 def _fixed_backend(table):
     """A face backend with fixed embeddings per image (keyed by the image's mean value, 0-255)."""
-    from cloakbench.metrics.faces import FaceBackend
+    from cloakbench.metrics.face_backends import FaceBackend
 
     class Fixed(FaceBackend):
         name, distance, threshold = "fixed", "cosine", 0.3
 
         def faces(self, image):
-            from cloakbench.metrics.faces import Face
+            from cloakbench.metrics.face_backends import Face
 
             emb = table.get(int(round(image.mean())))
             return [] if emb is None else [Face((0, 0, 1, 1), 1.0, np.asarray(emb, dtype=float))]

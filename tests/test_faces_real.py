@@ -82,7 +82,7 @@ def test_codesr_face_detector_falls_back_to_mmod(shared_data):
     """CodeSR's face detection on the 12 MetaCloak-protected photos: dlib's HOG misses some (measured: 1 of
     12), and a missed face skips CodeFormer for that image; ``hog+cnn`` (the default) asks dlib's CNN (MMOD)
     where HOG found none and finds one face in every photo."""
-    from cloakbench.purify.faces import detect
+    from cloakbench.purify.face_align import detect
 
     files = sorted(shared_data.glob("faces/vggface2/id*/protected-metacloak/*.png"))
     assert len(files) == 12

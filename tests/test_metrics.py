@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cloakbench.metrics import avg_score, create_metric, expected_avg, liqe_prime, list_metrics, mean_std, q_score, sign_flip_test, wilcoxon
-from cloakbench.metrics.faces import Face, FaceBackend
+from cloakbench.metrics.face_backends import Face, FaceBackend
 
 
 class FakeFaces(FaceBackend):

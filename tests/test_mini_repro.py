@@ -50,7 +50,7 @@ def test_sr_retrained_from_scratch_has_the_shipped_bytes():
     """The SR x2 model, retrained from scratch with the FULL budget (600 steps, ~30 s), equals the shipped
     file byte for byte, on a machine whose float kernels round as the shipped weights' machine did (the
     manifest's fingerprint; other CPU types give other bytes: benchmarks/README.md)."""
-    from cloakbench.minilab.data import FULL, Data
+    from cloakbench.minilab.train_data import FULL, Data
     from cloakbench.minilab.train import _as_shipped, train_sr
 
     manifest = json.loads((SHIPPED / "manifest.json").read_text())

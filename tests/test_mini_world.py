@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cloakbench.models.mini import world
-from cloakbench.minilab.data import QUICK
+from cloakbench.minilab.train_data import QUICK
 from cloakbench.minilab.train import train_all
 from cloakbench.minilab.validate import eer_threshold, roc_auc
 

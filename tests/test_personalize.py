@@ -99,7 +99,7 @@ def test_stop_at_7_and_resume_equals_uninterrupted(faces, classes, tmp_path, lat
 def test_trainer_losses_equal_the_bare_loop(faces, classes, tmp_path, lora):
     """Deferred syncs and log writes, prompts encoded once when the text encoder is frozen (LoRA), foreach
     clipping: the trainer's losses stay bit-identical to a bare loop of the same math, and all are logged."""
-    from cloakbench.personalize.bare import bare_losses
+    from cloakbench.testing.bare import bare_losses
 
     cfg = _cfg(steps=13, lora=lora, lr=1e-3, checkpoint_every=0, log_every=5, latents="cached")
     res = DreamBoothTrainer(build_tiny(), cfg, tmp_path / "t").fit(faces, classes)
@@ -368,8 +368,8 @@ def test_ddim_from_a_pndm_config_never_clips_latents(tiny_model):
 @pytest.mark.data
 def test_checkpoints_by_time_as_the_bench_trains(faces, tmp_path, monkeypatch):
     """``checkpoint_seconds`` saves once that much training time has passed (never after the last step); the
-    bench's trainings use it instead of every ``steps // 4`` steps (stages.train.CHECKPOINT_SECONDS)."""
-    from cloakbench.stages.train import CHECKPOINT_SECONDS, train_config
+    bench's trainings use it instead of every ``steps // 4`` steps (stages.training.CHECKPOINT_SECONDS)."""
+    from cloakbench.stages.training import CHECKPOINT_SECONDS, train_config
 
     saved = []
     monkeypatch.setattr(DreamBoothTrainer, "save_checkpoint", lambda self, step: saved.append(step))

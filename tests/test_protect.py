@@ -8,9 +8,9 @@ import torch
 from cloakbench.images import perturbation_norms, quantize, read_images
 from cloakbench.models import build_tiny
 from cloakbench.protect import create_protection, finalize, list_protections
-from cloakbench.protect.quick import QUICK
+from cloakbench.testing.quick import QUICK
 
-FAST = QUICK  # small but real settings: every expensive part shrunk (cloakbench.protect.quick)
+FAST = QUICK  # small but real settings: every expensive part shrunk (cloakbench.testing.quick)
 # Over ~20 s each on 2 cores (the rest of the family runs on every `./dev test`; CI runs all).
 SLOW = {"adaptive", "aspl", "aspl-lora", "caat", "e-aspl", "fsmg", "metacloak", "mist", "photoguard-e2e", "simac"}
 STEPS = 6

@@ -40,7 +40,7 @@ def test_codeformer_stage_changes_face_keeps_background(codeformer_ckpt, face, s
     up = torch.nn.functional.interpolate(torch.cat([face, art]), size=(1024, 1024), mode="bilinear", align_corners=False)
     assert torch.allclose(out[1], up[1], atol=1e-6)  # no face: resampling only
     diff = (out[0] - up[0]).abs().amax(0)
-    from cloakbench.purify.faces import face_box_mask
+    from cloakbench.purify.face_align import face_box_mask
 
     box = face_box_mask(face[0])  # 512 px face box, upscaled to the 1024 output
     box = torch.nn.functional.interpolate(box[None, None].float(), size=(1024, 1024))[0, 0].bool()
@@ -212,7 +212,7 @@ def test_inference_dtype_defaults_half_on_cuda_fp32_on_cpu():
 def test_purify_record_counts_faces_per_image(codeformer_ckpt):
     """The purify stage records CodeFormer's face count per file (0 = restoration skipped); the detector
     option reaches CodeFormer through CodeSR and a wrong one is refused."""
-    from cloakbench.stages.purify import faces_found
+    from cloakbench.stages.purification import faces_found
 
     p = create_purifier("codesr-fast", weights=str(codeformer_ckpt), pre_size=32, detector="hog")
     assert p.parts[0].detector == "hog" and create_purifier("codeformer", weights=str(codeformer_ckpt)).detector == "hog+cnn"

@@ -14,7 +14,7 @@ import torch
 
 from cloakbench import weights
 from cloakbench.metrics import create_face_backend, create_metric
-from cloakbench.metrics.faces import Face, FaceBackend
+from cloakbench.metrics.face_backends import Face, FaceBackend
 from cloakbench.metrics.vggface import (EMBED_DIM, KERAS_NAMES, LAYERS, THRESHOLD, VGGFace079, VGGFaceDescriptor,
                                         read_keras_h5, rotate_to_eyes, to_input)
 

@@ -65,7 +65,7 @@ def run_checks(*, smoke: bool = True) -> list[Check]:
 
     from . import __version__, weights
     from .models.device import pick_device
-    from .testdata import test_data_dir
+    from .testing.shared_data import test_data_dir
 
     checks: list[Check] = []
     add = lambda *a: checks.append(Check(*a))  # noqa: E731

@@ -85,7 +85,7 @@ class ProtectionSpec(Strict):
     """The method's own settings (``cloakbench list protections``), or any of alpha, norm, random_start, prompt,
     class_prompt, transforms, eot_samples."""
     # method "external": protected images made elsewhere (Glaze, a tool's app, another paper's code), one folder per
-    # identity, <path>/<identity>/<stem>.<ext> for each training image <stem> (stages.protect.external)
+    # identity, <path>/<identity>/<stem>.<ext> for each training image <stem> (stages.protection.external)
     path: Path | None = None
     """Method ``external``: folder holding ``<identity>/<stem>.<ext>`` for each training image ``<stem>``, at its
     size; relative to the YAML file. The budget is measured, not set."""
@@ -160,7 +160,7 @@ class SamplingSpec(Strict):
     """Images generated per prompt."""
     steps: int | None = Field(None, ge=1)
     """Denoising steps; default 100 with QES, 50 without."""
-    # when ", without <noise>" is appended to every prompt (stages.sample.use_suffix): "always" is the reference's
+    # when ", without <noise>" is appended to every prompt (stages.sampling.use_suffix): "always" is the reference's
     # (DiffShortcut train_dreambooth.py:514: every cell, CDL-trained or not), "cdl+qes" cloakbench's before #31
     suffix: Literal[protocol.SUFFIX_MODES] = protocol.SAMPLE_SUFFIX
     """When ``, without bhj noisy pattern`` is appended to the prompts: ``always`` (the reference's), ``cdl+qes``
@@ -402,7 +402,7 @@ def load_config(path: str | Path) -> BenchConfig:
     if problems:
         raise ConfigError(str(path), problems)
     if cfg.data.world is not None:
-        from ..models.mini.data import materialize
+        from ..models.mini.photos import materialize
 
         cfg.data.root, cfg.data.identities = materialize(cfg.data.world.subjects, cfg.data.world.photos,
                                                          cfg.data.world.seed)
@@ -423,7 +423,7 @@ def _external_pairs(cfg: BenchConfig) -> list[str]:
     same size (read from the headers: nothing is decoded)."""
     from PIL import Image
 
-    from ..stages.protect import external_pairs
+    from ..stages.protection import external_pairs
 
     problems = []
     for i, p in enumerate(cfg.protections):

@@ -24,7 +24,7 @@ from .. import protocol, stages
 from ..stages.output import write_record
 from ..errors import ConfigError, RunFolderError
 from ..images import parse_budget
-from ..stages.protect import external_pairs
+from ..stages.protection import external_pairs
 from .config import EXTERNAL, BenchConfig, identities, identity_files, missing_packages, prompts
 from .runfolder import claim, locked, protection_label, refuse_foreign
 from .spec import Spec, files_hash
@@ -297,7 +297,7 @@ class Runner:
         return load_model(self.cfg.model, device=self.device)
 
     def _stage_protect(self, spec: Spec, work: Path) -> dict[str, Any]:
-        from ..stages.protect import external, load_surrogates
+        from ..stages.protection import external, load_surrogates
 
         p = spec.params
         if p["method"] == EXTERNAL:
@@ -331,7 +331,7 @@ class Runner:
                                    resolution=p["resolution"], seed=p["seed"])
 
     def _stage_train(self, spec: Spec, work: Path) -> dict[str, Any]:
-        from ..stages.train import train_config
+        from ..stages.training import train_config
 
         p = spec.params
         cfg = train_config(p["recipe"], prompts=p.get("prompts", (protocol.INSTANCE_PROMPT, protocol.CLASS_PROMPT)),

@@ -41,7 +41,7 @@ def protect(
     from ..progress import progress_bar
     from ..protect import create_protection
     from ..stages.output import check_destination, staged
-    from ..stages.protect import load_surrogates, protect as run
+    from ..stages.protection import load_surrogates, protect as run
 
     # every check before any work
     try:
@@ -93,7 +93,7 @@ def purify(
     """Purify every image of IN_DIR (outputs at the input size); write PNGs and purification.json
     (config, seconds per image, device; PSNR / SSIM / LPIPS against IN_DIR/clean when present)."""
     from ..stages.output import check_destination, staged
-    from ..stages.purify import purify as run
+    from ..stages.purification import purify as run
 
     check_resolution(resolution, keep_allowed=True)
     files = inputs(in_dir)

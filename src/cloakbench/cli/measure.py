@@ -47,7 +47,7 @@ def evaluate(
     from rich.markup import escape
     from rich.table import Table
 
-    from ..stages.evaluate import evaluate as run
+    from ..stages.evaluation import evaluate as run
     from ..stages.output import write_record
 
     check_resolution(resolution, keep_allowed=True)

@@ -40,7 +40,7 @@ def mini_train(
 
     torch.set_num_threads(threads)
 
-    from ..minilab.data import FULL, QUICK
+    from ..minilab.train_data import FULL, QUICK
     from ..minilab.train import train_all
     from ..models.mini.stack import SHIPPED
 
@@ -74,7 +74,7 @@ def mini_export(
     from ..images import parse_budget, save_images
     from ..minilab.demo import CONFIG
     from ..models.mini import world
-    from ..stages.protect import load_surrogates, protect as run
+    from ..stages.protection import load_surrogates, protect as run
 
     if out.exists() and any(out.iterdir()):
         raise typer.BadParameter(f"{out} exists and is not empty: give a new folder", param_hint="OUT")

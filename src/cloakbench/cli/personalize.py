@@ -51,7 +51,7 @@ def train(
     from ..personalize import CDLPolicy, TrainConfig
     from ..progress import progress_bar
     from ..sample.class_images import cache_dir
-    from ..stages.train import class_images, train as run
+    from ..stages.training import class_images, train as run
 
     cfg = TrainConfig(instance_prompt=instance_prompt, class_prompt=class_prompt, steps=steps, lr=lr, lora=lora,
                       lora_rank=lora_rank, lora_text_encoder=lora_text_encoder, prior_weight=1.0 if prior else 0.0,
@@ -116,7 +116,7 @@ def sample(
     """Generate images with our CFG loop; --qes applies the paper's quality-enhanced sampling."""
     from ..progress import progress_bar
     from ..stages.output import check_destination, staged
-    from ..stages.sample import sample as run
+    from ..stages.sampling import sample as run
 
     if n < 1:
         raise typer.BadParameter("n must be >= 1", param_hint="-n")

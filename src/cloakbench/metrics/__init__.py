@@ -6,7 +6,7 @@ carries its direction, backend and per-image values (docs/METRICS.md has the exa
 
 from . import fidelity, identity, iqa  # noqa: F401  (register the metrics)
 from .base import METRICS, Metric, MetricResult, create_metric, list_metrics, mean_std, nanmean, sign_flip_test, wilcoxon
-from .faces import FACE_BACKENDS, FaceBackend, create_face_backend
+from .face_backends import FACE_BACKENDS, FaceBackend, create_face_backend
 from .iqa import avg_score, expected_avg, liqe_prime, q_score
 
 __all__ = ["FACE_BACKENDS", "METRICS", "FaceBackend", "Metric", "MetricResult", "avg_score", "create_face_backend",

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..images import read_rgb
-from .faces import FaceBackend, create_face_backend
+from .face_backends import FaceBackend, create_face_backend
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:

@@ -16,7 +16,7 @@ import torch
 
 from ..images import to_uint8
 from .base import Metric, MetricResult, nanmean, register_metric
-from .faces import Face, FaceBackend, cosine, create_face_backend
+from .face_backends import Face, FaceBackend, cosine, create_face_backend
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ that code computes, and what this module reproduces (``deepface/...`` paths are 
   ``findThreshold("VGG-Face", "cosine") = 0.40`` (``distance.py:33``), applied as ``<=``
   (``modi_deepface.py:591-593``). deepface 0.0.80 is the same; from 0.0.81 VGG-Face is a 4096-d
   (``fc7``) l2-normalised descriptor with threshold 0.68: the ``deepface`` backend of
-  :mod:`cloakbench.metrics.faces`, a different model. Here the threshold is the constant
+  :mod:`cloakbench.metrics.face_backends`, a different model. Here the threshold is the constant
   :data:`THRESHOLD`, never read from an installed deepface.
 """
 
@@ -47,7 +47,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .facebase import Face, FaceBackend
+from .face_interface import Face, FaceBackend
 
 THRESHOLD = 0.40  # deepface 0.0.79 commons/distance.py:33, VGG-Face cosine
 TARGET_SIZE = 224  # deepface 0.0.79 commons/functions.py:237

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from ..models.mini import nets, world
 from ..models.mini.world import CLASS_WORD
 from ..models import clip as clip_norm
-from .data import FULL, Data, MiniTrainConfig
+from .train_data import FULL, Data, MiniTrainConfig
 from .repro import compare_folders, kernel_fingerprint, kernel_verdict
 
 OPENAI_MEAN = torch.tensor(clip_norm.OPENAI_MEAN).view(1, 3, 1, 1)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from ..models.mini import world
 from ..models.mini.world import CLASS_WORD
 from ..purify.codesr_mini import codesr, vq_restore
-from .data import FULL, Data, MiniTrainConfig
+from .train_data import FULL, Data, MiniTrainConfig
 
 QUALITY_PROMPTS = (f"a good photo of a {CLASS_WORD}", f"a bad photo of a {CLASS_WORD}")
 

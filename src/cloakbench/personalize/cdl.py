@@ -49,7 +49,7 @@ class CDLPolicy:
         return self.class_template.format(prompt=prompt, noise=self.noise) if self.enabled else prompt
 
     def sample_prompt(self, prompt: str) -> str:
-        """``prompt`` + ``", without <noise>"`` (when sampling applies it: :func:`cloakbench.stages.sample.use_suffix`)."""
+        """``prompt`` + ``", without <noise>"`` (when sampling applies it: :func:`cloakbench.stages.sampling.use_suffix`)."""
         return prompt + self.sample_suffix.format(noise=self.noise)
 
     def as_dict(self) -> dict[str, Any]:

@@ -6,7 +6,7 @@ One file per method, named after it (``gridpure.py``, ``ddspure.py``, ``impress.
 filters ``jpeg``, ``blur`` and ``noise`` share ``filters.py``, ``realesrgan`` and ``spandrel-sr`` share
 ``realesrgan.py``, ``noisy-upscale`` lives with ``sd-upscaler``. Helpers, no purifier of their own: ``base.py``
 (the base class, the registry, composition), ``pixel_diffusion.py`` (the pixel model, tiling and seeds of
-the pixel diffusion purifiers), ``adm.py`` (OpenAI's ADM network), ``faces.py`` (face detection, alignment,
+the pixel diffusion purifiers), ``adm.py`` (OpenAI's ADM network), ``face_align.py`` (face detection, alignment,
 paste-back), ``spandrel_io.py`` (checkpoint loading), ``resize.py``.
 """
 

@@ -16,7 +16,7 @@ import logging
 import torch
 
 from .base import Purifier, register_purifier
-from .faces import restore_faces
+from .face_align import restore_faces
 from .spandrel_io import load_restorer, resolve_weights
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ def fidelity_keyword(net: torch.nn.Module, fidelity: float) -> dict[str, float]:
 class CodeFormerStage(Purifier):
     name = "codeformer"
     paper = "Zhou et al., Towards Robust Blind Face Restoration with Codebook Lookup Transformer (CodeFormer), NeurIPS 2022"
-    # detector: dlib HOG, with dlib's CNN (MMOD) where HOG finds no face (purify/faces.py `detect`)
+    # detector: dlib HOG, with dlib's CNN (MMOD) where HOG finds no face (purify/face_align.py `detect`)
     options = {"weights": "codeformer", "fidelity": 0.5, "upscale": 2, "upsample": 1, "detector": "hog+cnn"}
 
     def __init__(self, **kw):

@@ -21,10 +21,10 @@ temporary folder beside the final one, moved into place when the stage returns: 
 :mod:`cloakbench.stages.output`).
 """
 
-from .evaluate import evaluate, write_metrics
-from .protect import protect
-from .purify import purify
-from .sample import sample, sample_config
-from .train import class_images, train
+from .evaluation import evaluate, write_metrics
+from .protection import protect
+from .purification import purify
+from .sampling import sample, sample_config
+from .training import class_images, train
 
 __all__ = ["class_images", "evaluate", "protect", "purify", "sample", "sample_config", "train", "write_metrics"]

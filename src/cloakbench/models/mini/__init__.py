@@ -7,7 +7,7 @@
 * :mod:`.stack`: the shipped fp16 weights; ``load_model("mini")``, ``load_clip("mini")``, the ``mini``
   identity backend (``ism[mini]``), ``clip_iqac[mini]``, ``codesr-mini`` and ``gridpure`` with
   ``model: mini`` all load them.
-* :mod:`.data`: world photos written to folders, for everything that reads image folders.
+* :mod:`.photos`: world photos written to folders, for everything that reads image folders.
 
 This package imports nothing from training, validation or the demo: those live in
 :mod:`cloakbench.minilab`, on top of it.

@@ -1,5 +1,5 @@
 """The face-backend interface: a detected :class:`Face` and the :class:`FaceBackend` base class (shared by
-:mod:`.faces`, which registers the backends, and the backend modules such as :mod:`.vggface`)."""
+:mod:`.face_backends`, which registers the backends, and the backend modules such as :mod:`.vggface`)."""
 
 from __future__ import annotations
 

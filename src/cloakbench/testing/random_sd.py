@@ -11,9 +11,9 @@ import torch
 from diffusers import AutoencoderKL, DDPMScheduler, PNDMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from .bundle import DiffusionModel
-from .tiny import SD_BETAS
-from .tokenizer import clip_tokenizer
+from ..models.bundle import DiffusionModel
+from ..models.tiny import SD_BETAS
+from ..models.tokenizer import clip_tokenizer
 
 
 def build_sd21_base_random(seed: int = 0, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> DiffusionModel:

@@ -27,7 +27,7 @@ from ..registry import Registry
 log = logging.getLogger(__name__)
 
 
-from .facebase import Face, FaceBackend, cosine  # noqa: F401 - the backends' interface, re-exported
+from .face_interface import Face, FaceBackend, cosine  # noqa: F401 - the backends' interface, re-exported
 
 
 FACE_BACKENDS: Registry[FaceBackend] = Registry("face backend")

@@ -1,4 +1,4 @@
-"""The DreamBooth step with nothing around it: the same math as :class:`~.dreambooth.DreamBoothTrainer`
+"""The DreamBooth step with nothing around it: the same math as :class:`~cloakbench.personalize.DreamBoothTrainer`
 (same data order, noise, prompts, loss, clipping and optimizer) and none of its host work (no log, no
 checkpoint, no per-step sync). It is the baseline ``benchmarks/train.py`` measures the trainer against,
 and the reference the test suite checks the trainer's losses with."""
@@ -9,7 +9,7 @@ import contextlib
 
 import torch
 
-from .dreambooth import DreamBoothTrainer, _order, _step_generator
+from ..personalize.dreambooth import DreamBoothTrainer, _order, _step_generator
 
 
 def bare_losses(trainer: DreamBoothTrainer, instance_latents: torch.Tensor, class_latents: torch.Tensor | None,
