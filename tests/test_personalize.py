@@ -380,6 +380,8 @@ def test_checkpoints_by_time_as_the_bench_trains(faces, tmp_path, monkeypatch):
     DreamBoothTrainer(build_tiny(), _cfg(steps=3, prior_weight=0, checkpoint_every=0, checkpoint_seconds=1e9),
                       tmp_path / "never").fit(faces)
     assert saved == []
-    recipe = {"steps": 200, "lr": 2e-4, "lora": False, "lora_rank": 4, "prior": True, "num_class_images": 4, "cdl": False}
+    from cloakbench.bench.config import RecipeSpec
+
+    recipe = RecipeSpec(name="db", steps=200, lr=2e-4, num_class_images=4).training()
     cfg = train_config(recipe, prompts=("a", "b"), resolution=32, seed=0)
     assert cfg.checkpoint_every == 0 and cfg.checkpoint_seconds == CHECKPOINT_SECONDS > 0

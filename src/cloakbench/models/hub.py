@@ -1,5 +1,6 @@
 """Loading a diffusers Stable Diffusion pipeline from the Hub (or its local cache, or a local folder) into a
-:class:`~cloakbench.models.DiffusionModel`: the one place that talks to ``from_pretrained``."""
+:class:`~cloakbench.models.DiffusionModel`: the one place that loads a ``StableDiffusionPipeline``; :func:`offline`
+serves every loader."""
 
 from __future__ import annotations
 

@@ -50,7 +50,8 @@ def load_pixel_model(source: str, device: str = "cpu", dtype: torch.dtype = torc
     of that checkpoint; a clear error when unavailable."""
     from diffusers import DDPMScheduler, UNet2DModel
 
-    from ..models.loading import ModelLoadError, _offline
+    from ..errors import ModelLoadError
+    from ..models.hub import offline as _offline
 
     if source == "mini":
         from ..models.mini.stack import load_stack

@@ -26,7 +26,8 @@ def load_upscaler(source: str, device: str = "cpu", dtype: torch.dtype = torch.f
     """``StableDiffusionUpscalePipeline`` from a hub id or folder; a clear error when unavailable."""
     from diffusers import StableDiffusionUpscalePipeline
 
-    from ..models.loading import ModelLoadError, _offline
+    from ..errors import ModelLoadError
+    from ..models.hub import offline as _offline
 
     local = os.path.isdir(source)
     try:
