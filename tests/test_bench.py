@@ -241,6 +241,113 @@ def test_ray_executor_matches_local(smoke_cfg, tmp_path):
     _same_rows(tmp_path / "local", tmp_path / "ray")
 
 
+def _model_bytes(run: Path) -> dict[str, bytes]:
+    """Every trained model file of a run folder, by stage folder and name."""
+    return {f"{p.parent.name}/{p.name}": p.read_bytes() for p in sorted((run / "artifacts").glob("train-*/**/*.safetensors"))}
+
+
+@pytest.mark.data
+def test_a_run_folder_pins_its_threads_so_a_resume_gives_the_same_bytes(smoke_cfg, tmp_path):
+    """#37 item 3: float rounding depends on the CPU thread count, so the run folder records the count its first
+    run used (grid.json ``threads``) and every later run, with any executor, uses it: training stages redone by a
+    serial resume of a folder made by two one-thread workers give the same bytes, recorded with 1 thread."""
+    import json
+    import shutil
+
+    from cloakbench.bench.executors import run_local
+
+    cfg = _one_identity_grid(smoke_cfg, tmp_path)
+    run = tmp_path / "run"
+    run_local(Runner(cfg, run, device="cpu"), workers=2)
+    assert json.loads((run / "grid.json").read_text())["threads"] == 1
+    before = _model_bytes(run)
+    assert len(before) >= 2
+    for kind in ("train", "sample", "evaluate"):
+        for d in (run / "artifacts").glob(f"{kind}-*"):
+            shutil.rmtree(d)
+    res = Runner(cfg, run, device="cpu").execute()  # serial: proposes every core; the folder's 1 thread wins
+    assert res["ran"] == 6
+    assert {json.loads(p.read_text())["threads"] for p in (run / "artifacts").glob("*/DONE.json")} == {1}
+    assert _model_bytes(run) == before
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_ray_on_two_nodes_survives_a_dead_worker_node_with_local_bytes(smoke_cfg, tmp_path):
+    """#37 item 7: a Ray cluster of two worker nodes (ray.cluster_utils.Cluster: separate raylet processes and
+    session folders, as `ray start` makes them); the node running the training is killed mid-stage; Ray runs the
+    task again on the other node, and the rows and the trained models' bytes equal a local run's (one thread per
+    stage, pinned by the run folder). A folder the nodes cannot see is refused before any stage."""
+    ray = pytest.importorskip("ray")
+    import threading
+    import time
+
+    from ray.cluster_utils import Cluster
+
+    from cloakbench.bench.executors import run_local, run_ray
+
+    cfg = _one_identity_grid(smoke_cfg, tmp_path)
+    run_local(Runner(cfg, tmp_path / "local", device="cpu"), workers=2)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    try:
+        first = cluster.add_node(num_cpus=1)
+        ray.init(address=cluster.address, log_to_driver=False)
+        killed = []
+
+        def kill_during(spec, state):  # the first training starts on `first`, the only node with a CPU
+            if spec.kind == "train" and state == "running" and not killed:
+                killed.append(spec.folder_name)
+
+                def later():
+                    cluster.add_node(num_cpus=1)
+                    time.sleep(8)  # the task is loading the model / training on `first` by now
+                    cluster.remove_node(first, allow_graceful=False)
+                threading.Thread(target=later, daemon=True).start()
+
+        res = run_ray(Runner(cfg, tmp_path / "ray", device="cpu"), kill_during)
+        assert killed and res["ran"] == 9
+        assert (tmp_path / "ray" / "artifacts" / killed[0] / "DONE.json").is_file()
+        assert [n["Alive"] for n in ray.nodes() if n["Resources"].get("CPU")].count(True) == 1  # one died
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    _same_rows(tmp_path / "local", tmp_path / "ray")
+    assert _model_bytes(tmp_path / "ray") == _model_bytes(tmp_path / "local")
+
+
+def test_ray_refuses_a_run_folder_its_nodes_cannot_see(tmp_path, monkeypatch):
+    """The reachability probe: a node that does not find the driver's token file in the run folder is named."""
+    from cloakbench.bench import executors
+    from cloakbench.errors import RunFolderError
+
+    class FakeRay:  # two nodes; the second answers as a machine without the shared folder would
+        def nodes(self):
+            return [{"Alive": True, "Resources": {"CPU": 1}, "NodeID": "a" * 56, "NodeManagerAddress": "10.0.0.1"},
+                    {"Alive": True, "Resources": {"CPU": 1}, "NodeID": "b" * 56, "NodeManagerAddress": "10.0.0.2"}]
+
+        def remote(self, **_):
+            def wrap(fn):
+                class Task:
+                    def options(self, scheduling_strategy):
+                        node = scheduling_strategy.node_id
+
+                        class Bound:
+                            def remote(self, path):
+                                ok, host = fn(path)
+                                return (ok and node.startswith("a"), "node-" + node[0])
+                        return Bound()
+                return Task()
+            return wrap
+
+        def get(self, refs, timeout=None):
+            return refs
+
+    pytest.importorskip("ray")
+    with pytest.raises(RunFolderError, match=r"node-b \(10.0.0.2\) cannot see the run folder .*same path"):
+        executors._refuse_unreachable(FakeRay(), tmp_path)
+    assert list(tmp_path.iterdir()) == []  # the token is removed
+
+
 @pytest.mark.data
 def test_local_workers_match_serial(smoke_cfg, tmp_path):
     """``run_local(workers=2)``: two spawned one-thread processes give the serial run's rows (to float

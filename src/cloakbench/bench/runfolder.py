@@ -93,15 +93,17 @@ def _changed_inputs(held: dict, inputs: dict[str, dict[str, str]]) -> list[str]:
             for ident, d in sorted(inputs.items()) if ident in old and d != old[ident]]
 
 
-def claim(run: Path, cfg, *, add: bool = False, dry: bool = False, inputs: dict[str, dict[str, str]] | None = None
-          ) -> None:
+def claim(run: Path, cfg, *, add: bool = False, dry: bool = False, inputs: dict[str, dict[str, str]] | None = None,
+          threads: int | None = None) -> int | None:
     """Record ``cfg`` as the run folder's grid, or check that it is the same grid (``add``: a different
     grid may join when no label changes meaning). ``inputs``: per identity the content hashes of its training
     and reference photos (:meth:`~cloakbench.bench.Runner.input_digests`), recorded at first use; photos that
     changed since are refused, naming the identity (the rows of old and new photos would be averaged as
     repeats of one cell). Where the data lives is not recorded: a moved ``data.root`` with the same photos is
     the same run. ``dry``: check only, write nothing (``--dry-run`` refuses what the run would refuse).
-    Raises :class:`RunFolderError`."""
+    ``threads``: the CPU threads per stage the executor proposes; the folder records it at first use and returns
+    the recorded count ever after, which every executor then uses, so local, worker and Ray stages of one folder
+    give the same bytes (float rounding depends on the thread count). Raises :class:`RunFolderError`."""
     mine = identity(cfg)
     inputs = inputs or {}
     path = run / GRID
@@ -112,8 +114,8 @@ def claim(run: Path, cfg, *, add: bool = False, dry: bool = False, inputs: dict[
         if dry:
             return
         run.mkdir(parents=True, exist_ok=True)
-        _write(path, {**mine, "added": [], "inputs": inputs})
-        return
+        _write(path, {**mine, "added": [], "inputs": inputs, "threads": threads})
+        return threads
     try:
         held = json.loads(path.read_text())
         held["hash"], held["labels"]  # noqa: B018 - the keys every grid.json has
@@ -129,10 +131,11 @@ def claim(run: Path, cfg, *, add: bool = False, dry: bool = False, inputs: dict[
         raise RunFolderError(f"run folder {run} was made with other photos of {', '.join(changed)}: their results "
                              "would be averaged with the new ones as repeats; use another --out (or put the photos back)")
     new_inputs = any(i not in held.get("inputs", {}) for i in inputs)  # new identities (or a folder from before)
+    pinned = held.get("threads") or threads
     if held["hash"] == mine["hash"]:
-        if new_inputs and not dry:
-            _write(path, {**held, "inputs": {**held.get("inputs", {}), **inputs}})
-        return
+        if (new_inputs or held.get("threads") != pinned) and not dry:
+            _write(path, {**held, "inputs": {**held.get("inputs", {}), **inputs}, "threads": pinned})
+        return pinned
     if not add:
         raise RunFolderError(f"run folder {run} holds grid {held['name']!r} ({held['hash']}), not {mine['name']!r} "
                              f"({mine['hash']}): use another --out, or --add to add this grid's cells to it")
@@ -142,7 +145,8 @@ def claim(run: Path, cfg, *, add: bool = False, dry: bool = False, inputs: dict[
         raise RunFolderError(f"cannot add grid {mine['name']!r} to {run}: {', '.join(clashes)} would name different "
                              f"work than in grid {held['name']!r}; rename them")
     if dry:
-        return
+        return pinned
+    held["threads"] = pinned
     for kind, labels in mine["labels"].items():
         held["labels"].setdefault(kind, {}).update(labels)
     entry = {"name": mine["name"], "hash": mine["hash"]}
@@ -150,7 +154,8 @@ def claim(run: Path, cfg, *, add: bool = False, dry: bool = False, inputs: dict[
         if entry not in held["added"]:
             held["added"].append(entry)
         held["inputs"] = {**held.get("inputs", {}), **inputs}
-        _write(path, held)
+    _write(path, held)
+    return pinned
 
 
 def _write(path: Path, obj: dict) -> None:

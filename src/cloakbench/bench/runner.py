@@ -11,6 +11,7 @@ runs once because identical specs have identical hashes.
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import shutil
 import time
@@ -148,6 +149,9 @@ class Runner:
 
         self.cfg, self.run, self.add = cfg, Path(run_dir), add
         self._held = False
+        # CPU threads per stage: the executor proposes (torch's count, cores // workers, 1 for Ray); the run folder's
+        # first claim records it and every later run of the folder uses the recorded count (see session)
+        self.threads: int | None = None
         self.art = self.run / "artifacts"
         self.db = self.run / "results.sqlite"
         self.device = str(pick_device(device))
@@ -234,7 +238,8 @@ class Runner:
         self._refuse_a_file()
         refuse_foreign(self.run)  # before the lock file is written into a folder of the user's
         with locked(self.run):
-            claim(self.run, self.cfg, add=self.add, inputs=self.input_digests())
+            self.threads = claim(self.run, self.cfg, add=self.add, inputs=self.input_digests(),
+                                 threads=self.threads or _torch_threads())
             self._held = True
             try:
                 yield
@@ -263,9 +268,19 @@ class Runner:
         self.art.mkdir(parents=True, exist_ok=True)
 
     def _execute(self, progress: Callable[[Spec, str], None] | None) -> dict[str, int]:
-        """In this process, one stage at a time in plan order (:func:`schedule` with one slot)."""
-        self.prepare()
+        """In this process, one stage at a time in plan order (:func:`schedule` with one slot), with the run
+        folder's thread count."""
+        import torch
 
+        self.prepare()
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            return self._schedule_here(progress)
+        finally:
+            torch.set_num_threads(before)
+
+    def _schedule_here(self, progress: Callable[[Spec, str], None] | None) -> dict[str, int]:
         def finished(handles: list) -> Iterable:
             yield handles[0], (lambda h=handles[0]: self.run_stage(self.by_hash[h]))
 
@@ -409,3 +424,18 @@ def schedule(runner: "Runner", progress: Callable[[Spec, str], None] | None, sub
 def _log(path, line: str) -> None:
     with path.open("a") as fh:
         fh.write(f"{time.strftime('%H:%M:%S')} {line}\n")
+
+
+def cores() -> int:
+    """CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _torch_threads() -> int:
+    """The serial executor's proposal: this process's torch thread count (``OMP_NUM_THREADS``, or as set)."""
+    import torch
+
+    return torch.get_num_threads()
