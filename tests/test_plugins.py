@@ -84,6 +84,42 @@ def test_entry_points_are_discovered(monkeypatch, plugin):
     assert "their-noise" in reg.names() and reg.get("their-noise").meta["plugin"] == "entry point myplugin:MyNoise"
 
 
+def test_a_broken_entry_point_is_named_when_asked_for_and_spares_the_others(monkeypatch, plugin, caplog):
+    """One installed plugin that fails to import must not hide the others; asking for it names its error; an
+    entry point with a built-in's name is ignored with a warning."""
+    import importlib.metadata
+    import sys
+
+    from cloakbench.protect.base import Protection
+    from cloakbench.registry import Registry
+
+    sys.path.insert(0, str(plugin.parent))
+    monkeypatch.setattr(sys, "path", sys.path)
+
+    class EP:
+        def __init__(self, name, value, load):
+            self.name, self.value, self.load = name, value, load
+
+    def broken():
+        raise ImportError("No module named 'torchvision_nightly'")
+
+    def good():
+        import myplugin
+
+        return myplugin.MyNoise
+
+    eps = [EP("broken-one", "theirs:Broken", broken), EP("their-noise", "myplugin:MyNoise", good),
+           EP("aspl", "myplugin:MyNoise", good)]
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group=None: eps if group == "g.test" else [])
+    reg = Registry("protection", base=Protection, group="g.test")
+    reg.register("aspl")(Protection)
+    with caplog.at_level("WARNING"):
+        assert reg.names() == ["aspl", "their-noise"]
+    assert "'aspl' (myplugin:MyNoise) is ignored: the name is taken by a built-in" in caplog.text
+    with pytest.raises(UnknownNameError, match=r"'broken-one' \(theirs:Broken.*torchvision_nightly"):
+        reg.get("broken-one")
+
+
 def test_a_plugin_protection_and_purifier_run_in_a_grid(tmp_path, plugin):
     import yaml
 

@@ -20,6 +20,7 @@ listed. Importing a plugin runs its module's code: name only code you trust, as 
 from __future__ import annotations
 
 import difflib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -27,6 +28,7 @@ from typing import Any, Generic, TypeVar
 from .errors import UnknownNameError
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -46,6 +48,7 @@ class Registry(Generic[T]):
         self.base = base  # plugins must subclass it (set after the base class is defined)
         self.group = group  # the entry-point group of installed plugins
         self._entries: dict[str, Entry[T]] = {}
+        self._broken: dict[str, str] = {}  # installed plugins that failed to load: name -> why
         self._plugins_read = False
 
     def register(self, name: str, **meta: Any) -> Callable[[Callable[..., T]], Callable[..., T]]:
@@ -77,13 +80,14 @@ class Registry(Generic[T]):
 
         for ep in entry_points(group=self.group):
             if ep.name.lower() in self._entries:
+                log.warning("%s plugin %r (%s) is ignored: the name is taken by %s", self.kind, ep.name, ep.value,
+                            self._entries[ep.name.lower()].meta.get("plugin") or "a built-in")
                 continue
             try:
-                obj = ep.load()
-            except Exception as exc:  # noqa: BLE001 - a plugin that cannot load is named, not fatal to others
-                raise UnknownNameError(f"{self.kind} plugin {ep.name!r} ({ep.value}, entry point group {self.group}) "
-                                       f"cannot be loaded: {type(exc).__name__}: {exc}") from exc
-            self._plugin(ep.name, obj, f"entry point {ep.value}")
+                self._plugin(ep.name, ep.load(), f"entry point {ep.value}")
+            except Exception as exc:  # noqa: BLE001 - a plugin that cannot load is named when asked for, not fatal
+                self._broken[ep.name.lower()] = (f"{self.kind} plugin {ep.name!r} ({ep.value}, entry point group "
+                                                 f"{self.group}) cannot be loaded: {type(exc).__name__}: {exc}")
 
     def _load(self, name: str) -> Entry[T] | None:
         """``module:Class`` or ``file.py:Class`` -> its entry (None for a plain name)."""
@@ -116,6 +120,8 @@ class Registry(Generic[T]):
         key = name.lower()
         if key not in self._entries:
             self._read_plugins()
+        if key in self._broken:
+            raise UnknownNameError(self._broken[key])
         if key not in self._entries and (loaded := self._load(name)) is not None:
             return loaded
         if key not in self._entries:

@@ -370,7 +370,8 @@ class Runner:
         write_rows(self.db, [{"spec_hash": spec.hash, "metric": r.name, "value": r.value, "n": r.n,
                               "n_no_face": r.n_no_face, **spec.labels, "details": r.details,
                               "provenance": {**prov, "seconds": ev.seconds[r.name]}} for r in ev.results])
-        return {"metrics": [r.name for r in ev.results]}
+        # each metric's direction as computed, so the verdict reads it from the folder (a plugin's too)
+        return {"metrics": [r.name for r in ev.results], "higher_better": {r.name: r.higher_better for r in ev.results}}
 
 
 def schedule(runner: "Runner", progress: Callable[[Spec, str], None] | None, submit: Callable[[str], Any],

@@ -138,13 +138,25 @@ def measured_budgets(run_dir: str | Path) -> dict[str, dict[str, float]]:
     return budgets(_stages([run]), read_rows(run / "results.sqlite"))
 
 
-def direction(metric: str) -> bool | None:
-    """Whether higher is better for ``metric`` (``ism[dlib]`` -> ISM's), None when it has no direction or is not
-    a registered metric (the class-image shares of :mod:`cloakbench.bench.prior`)."""
+def direction(metric: str, recorded: Mapping[str, bool | None] | None = None) -> bool | None:
+    """Whether higher is better for ``metric`` (``ism[dlib]`` -> ISM's): as the run's evaluate stages recorded it
+    (``recorded``, from their DONE.json: a plugin metric's too), else the registered class's ``higher_better``;
+    None when it has no direction or is not a metric (the class-image shares of :mod:`cloakbench.bench.prior`)."""
     from ..metrics import METRICS
 
+    if recorded and metric in recorded:
+        return recorded[metric]
     base = metric.split("[")[0]
-    return METRICS.get(base).meta.get("higher_better") if base in METRICS else None
+    return getattr(METRICS.get(base).factory, "higher_better", None) if base in METRICS else None
+
+
+def _recorded_directions(stages: Mapping[str, dict]) -> dict[str, bool | None]:
+    """Metric -> direction as the evaluate stages of the run recorded it (folders from before have none)."""
+    out: dict[str, bool | None] = {}
+    for d in stages.values():
+        if d["spec"]["kind"] == "evaluate":
+            out.update(d.get("outputs", {}).get("higher_better", {}))
+    return out
 
 
 def _rank(team: str) -> tuple:
@@ -189,7 +201,8 @@ def compute(run_dir: str | Path | Sequence, *, recipes_of: Iterable[str] | None 
     order = next((d["spec"].get("params", {}).get("metrics") for d in stages.values()
                   if d["spec"]["kind"] == "evaluate" and d["spec"].get("params", {}).get("metrics")), [])
     metrics = sorted({r["metric"] for r in rows}, key=lambda m: (order.index(m) if m in order else len(order), m))
-    dirs = {m: direction(m) for m in metrics}
+    recorded = _recorded_directions(stages)
+    dirs = {m: direction(m, recorded) for m in metrics}
     headline = next((m for m in metrics if dirs[m] is not None), None)
     budget = budgets(stages, rows)
     victims = []
