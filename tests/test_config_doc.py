@@ -101,6 +101,6 @@ def test_a_key_without_a_description_is_caught():
 @pytest.mark.parametrize("key, type_, default", [("executor", '`"local" | "ray"`', '`"local"`'),
                                                   ("protections", "list\\[[ProtectionSpec](#protections-protectionspec)\\] "
                                                    "(at least 1)", "required"),
-                                                  ("seeds", "`list[int]`", "`[0]`")])
+                                                  ("seeds", "`list[int (>= 0, <= 4294967295)]`", "`[0]`")])
 def test_types_and_defaults_read_as_yaml(key, type_, default):
     assert rows(render(), BenchConfig)[key][:2] == [type_, default]

@@ -610,3 +610,89 @@ def test_an_extreme_strip_is_refused_from_its_header(tmp_path):
 
     with pytest.raises(ImageError, match="crop it to a sensible aspect ratio"):
         read_images(folder, 512)
+
+
+# ------------------------------------------------------------------ #37 item 9: the machine and odd names
+def test_huge_seeds_are_refused_by_name_before_work(tmp_path):
+    """Seeds are in [0, 2**32 - 1] (derived seeds stay in torch's and numpy's ranges): a larger one on the command
+    line or in a grid is a named error, not a traceback from inside a stage."""
+    src = photos(tmp_path / "in")
+    res, text = run("protect", *PROTECT, "--seed", str(10**23), src, tmp_path / "out")
+    assert res.exit_code == 2 and "--seed" in text and "4294967295" in text and not (tmp_path / "out").exists()
+    path = _grid(tmp_path)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["seeds"] = [0, 2**40]
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ConfigError, match=r"seeds\.1"):
+        load_config(path)
+
+
+def test_a_name_too_long_for_the_file_system_is_one_line_and_leaves_nothing(tmp_path):
+    src = photos(tmp_path / "in")
+    res, text = run("purify", src, tmp_path / ("x" * 300), "-m", "jpeg", "--resolution", "64")
+    flat = text.replace(" ", "")  # long paths fold at 80 columns
+    assert res.exit_code == 2 and "thenameistoolongforthefilesystem" in flat and "characters)" in flat
+    assert "Traceback" not in res.output and sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+@pytest.mark.parametrize("code, words", [(28, "the disk is full"), (30, "the file system is read-only")])
+def test_a_full_or_read_only_disk_is_one_line_and_keeps_the_old_output(tmp_path, monkeypatch, code, words):
+    """ENOSPC / EROFS while the images are written (simulated: tests run as root, where permissions do not bite):
+    one line naming the file, exit 2; the output folder of an earlier run is untouched and no partial folder left."""
+    import cloakbench.images as images
+
+    src = photos(tmp_path / "in")
+    out = tmp_path / "out"
+    assert run("purify", src, out, "-m", "jpeg", "--resolution", "64")[0].exit_code == 0
+    before = snapshot(out)
+
+    def refuse(path, *a, **k):
+        raise OSError(code, os.strerror(code), str(path))
+
+    monkeypatch.setattr(images, "atomic_write_bytes", refuse)
+    monkeypatch.setattr(Image.Image, "save", lambda self, path, *a, **k: refuse(path))
+    res, text = run("purify", src, out, "-m", "jpeg", "--resolution", "64", "--overwrite")
+    assert res.exit_code == 2 and words in text and "nothing was left half-written" in text, text
+    assert "Traceback" not in res.output
+    assert snapshot(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]
+
+
+def test_a_corrupt_results_database_is_named_and_its_rows_come_back(tmp_path):
+    """A results.sqlite that is not a database: `report` says so by name (exit 2); moved aside, the next run of the
+    grid writes every finished cell's rows again from its stage folder, without redoing a stage."""
+    from cloakbench.bench.store import read_rows
+
+    run_dir = tmp_path / "run"
+    cfg = load_config(_grid(tmp_path))
+    Runner(cfg, run_dir).execute()
+    rows = read_rows(run_dir / "results.sqlite")
+    (run_dir / "results.sqlite").replace(tmp_path / "kept.sqlite")
+    (run_dir / "results.sqlite").write_bytes(b"not a database " * 64)
+    res, text = run("report", run_dir)
+    flat = text.replace(" ", "")  # long paths fold at 80 columns
+    assert res.exit_code == 2 and "results.sqliteiscorrupt" in flat and "moveitaside" in flat
+    (run_dir / "results.sqlite").unlink()
+    assert Runner(cfg, run_dir).execute()["ran"] == 0
+    again = read_rows(run_dir / "results.sqlite")
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "provenance"} for r in rs]  # noqa: E731
+    assert strip(again) == strip(rows) and all(json.loads(r["provenance"])["restored"] for r in again)
+
+
+def test_names_that_are_not_utf8_are_refused_before_work(tmp_path):
+    """An identity folder or a photo named in another system's encoding (bytes that are not UTF-8) is refused by
+    name before any stage: it used to fail only when the first results were written."""
+    root = os.fsencode(tmp_path / "data")
+    for ident, name in ((b"id\xff", b"0.png"), (b"id1", b"caf\xe9.png")):
+        os.makedirs(os.path.join(root, ident, b"clean"))
+        Image.new("RGB", (64, 64)).save(os.fsdecode(os.path.join(root, ident, b"clean", name)))
+    path = _grid(tmp_path)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["data"].pop("identities")
+    path.write_text(yaml.safe_dump(cfg))
+    res, text = run("bench", path, "--out", tmp_path / "run")
+    assert res.exit_code == 2 and "'id\\udcff'arenotnamedinvalidUTF-8" in text.replace(" ", "")
+    cfg["data"]["identities"] = ["id1"]
+    path.write_text(yaml.safe_dump(cfg))
+    res, text = run("bench", path, "--out", tmp_path / "run")
+    assert res.exit_code == 2 and "'caf\\udce9.png'arenotnamedinvalidUTF-8" in text.replace(" ", ""), text
+    assert not (tmp_path / "run" / "artifacts").exists()

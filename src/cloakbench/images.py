@@ -52,6 +52,15 @@ def max_pixels() -> int:
 
 # ----------------------------------------------------------------------------- listing
 
+def utf8(name: str) -> bool:
+    """Whether a file name (as Python reads it from the file system) is valid UTF-8 text."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def list_image_files(folder: str | os.PathLike[str]) -> list[Path]:
     """Sorted image files (by suffix) directly inside ``folder``; an error if there are none."""
     folder = Path(folder)
@@ -59,6 +68,9 @@ def list_image_files(folder: str | os.PathLike[str]) -> list[Path]:
         raise ImageError({folder: "not a folder" if folder.exists() else "folder does not exist"})
     files, skipped = [], []
     for p in sorted(folder.iterdir()):
+        if not utf8(p.name):
+            raise ImageError({p: "the name is not valid UTF-8 (written by another system's encoding): rename the "
+                                 "file; records, tables and the report hold names as UTF-8 text"})
         try:
             is_file = p.is_file()  # a symlink loop raises here
         except OSError:

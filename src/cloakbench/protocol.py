@@ -57,3 +57,7 @@ PRIOR_WEIGHT = 1.0
 def default_lr(lora: bool) -> float:
     """The protocol's learning rate: :data:`LR_LORA` for LoRA, :data:`LR_FULL` for a full fine-tune."""
     return LR_LORA if lora else LR_FULL
+
+# Seeds are in [0, SEED_MAX]: derived seeds (seed + image index) then stay inside what torch.Generator and numpy
+# take (a larger one was a traceback from deep inside a stage, #37 item 9).
+SEED_MAX = 2**32 - 1

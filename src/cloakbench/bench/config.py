@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -203,7 +203,7 @@ class BenchConfig(Strict):
     metrics: list[str] = ["ism", "fdfr", "ims", "brisque"]
     """Metrics of the samples against the identity's references (``cloakbench list metrics``), with an optional
     backend in brackets: ``ism[dlib]``, ``verified[mini]``."""
-    seeds: list[int] = [0]
+    seeds: list[Annotated[int, Field(ge=0, le=protocol.SEED_MAX)]] = [0]
     """Every protection, purification, training and sampling runs once per seed."""
     tables: Literal["paper"] | None = None
     """``paper``: map the plan onto the paper's Tables 1, 3 and 4 (``--dry-run`` prints it; recipe names are the
@@ -348,7 +348,14 @@ def identity_files(cfg: "BenchConfig", ident: str) -> tuple[list[Path], list[Pat
     root = cfg.data.root / ident
 
     def imgs(folder: Path) -> list[Path]:
-        return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        from ..images import utf8
+
+        found = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        bad = [p for p in found if not utf8(p.name)]
+        if bad:
+            raise InputError(f"{folder}: photo(s) {', '.join(ascii(p.name) for p in bad)} are not named in valid "
+                             "UTF-8 (another system's encoding): rename them")
+        return found
 
     if cfg.data.layout == "setabc":
         return imgs(root / "set_B"), imgs(root / "set_C"), imgs(root / "set_A")
@@ -360,7 +367,16 @@ def identity_files(cfg: "BenchConfig", ident: str) -> tuple[list[Path], list[Pat
 
 
 def identities(cfg: "BenchConfig") -> list[str]:
-    return cfg.data.identities or sorted(p.name for p in cfg.data.root.iterdir() if p.is_dir())
+    """The grid's identities: ``data.identities``, or every folder of ``data.root``; a name that is not valid UTF-8
+    is refused by name here, before any stage (rows, records and the report hold it as text)."""
+    from ..images import utf8
+
+    names = cfg.data.identities or sorted(p.name for p in cfg.data.root.iterdir() if p.is_dir())
+    bad = [n for n in names if not utf8(n)]
+    if bad:
+        raise InputError(f"{cfg.data.root}: identity folder(s) {', '.join(ascii(n) for n in bad)} are not named in "
+                         "valid UTF-8 (another system's encoding): rename them")
+    return names
 
 
 def missing_packages(cfg: BenchConfig) -> list[str]:

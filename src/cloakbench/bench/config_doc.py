@@ -100,6 +100,10 @@ def _type(tp: Any, anchors: dict[type[BaseModel], str], drop_none: bool) -> str:
     if isinstance(tp, type) and tp in (str, int, float, bool):
         return tp.__name__
     origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Annotated:  # a constrained item type: int (>= 0, <= 4294967295)
+        inner = _type(args[0], anchors, drop_none)
+        limits = _constraints(FieldInfo.from_annotation(tp))
+        return f"{inner} ({limits})" if limits else inner
     if origin is Literal:
         return " | ".join(json.dumps(a) for a in args)
     if origin in (Union, types.UnionType):

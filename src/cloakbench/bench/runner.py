@@ -266,6 +266,32 @@ class Runner:
         if problems and not all(self.done(s) for s in self.specs if s.kind == "train"):
             raise ConfigError(self.cfg.name, problems)
         self.art.mkdir(parents=True, exist_ok=True)
+        self.restore_rows()
+
+    def restore_rows(self) -> int:
+        """Write again the result rows of every finished evaluate stage that ``results.sqlite`` lacks (a database
+        moved aside as corrupt, or deleted), from the stage's own ``metrics.json``: a finished cell is never lost.
+        Returns how many stages' rows were restored."""
+        import json
+
+        from .store import stored_hashes
+
+        have = stored_hashes(self.db) if self.db.is_file() else set()
+        restored = 0
+        for spec in self.specs:
+            if spec.kind != "evaluate" or spec.hash in have or not self.done(spec):
+                continue
+            folder = self.folder(spec)
+            done = json.loads((folder / "DONE.json").read_text())
+            results = json.loads((folder / "metrics.json").read_text())
+            prov = {"versions": done.get("versions"), "device": done.get("device"), "restored": True}
+            write_rows(self.db, [{"spec_hash": spec.hash, "metric": name, "value": r["value"], "n": r["n"],
+                                  "n_no_face": r["n_no_face"], **spec.labels, "details": r["details"],
+                                  "provenance": prov} for name, r in results.items()])
+            restored += 1
+        if restored:
+            log.warning("restored the result rows of %d finished evaluate stage(s) into %s", restored, self.db)
+        return restored
 
     def _execute(self, progress: Callable[[Spec, str], None] | None) -> dict[str, int]:
         """In this process, one stage at a time in plan order (:func:`schedule` with one slot), with the run

@@ -28,9 +28,20 @@ COLUMNS = ["spec_hash", "metric", "value", "n", "n_no_face", "identity", "protec
 
 
 def connect(path: Path) -> sqlite3.Connection:
+    """The results database at ``path`` (created with its table when new); a file that is not one is an
+    :class:`~cloakbench.errors.InputError` naming it (the stage folders hold every result: rebuild it)."""
     con = sqlite3.connect(path, timeout=60)
-    con.execute("PRAGMA journal_mode=WAL")
-    con.executescript(SCHEMA)
+    try:
+        con.execute("PRAGMA journal_mode=WAL")
+        con.executescript(SCHEMA)
+    except sqlite3.DatabaseError as exc:
+        con.close()
+        if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+            raise
+        from ..errors import InputError
+
+        raise InputError(f"{path} is corrupt ({exc}): move it aside and rerun the grid with the same --out; the "
+                         "finished stages are kept and their rows are written again") from None
     return con
 
 
@@ -43,6 +54,15 @@ def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
                 f"INSERT OR REPLACE INTO results ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
                 [[json.dumps(r[c], default=str) if c in ("details", "provenance") else r.get(c) for c in COLUMNS]
                  for r in rows])
+    finally:
+        con.close()
+
+
+def stored_hashes(path: Path) -> set[str]:
+    """The evaluate stages (spec hashes) that have rows in the database."""
+    con = connect(path)
+    try:
+        return {r[0] for r in con.execute("SELECT DISTINCT spec_hash FROM results")}
     finally:
         con.close()
 

@@ -6,6 +6,7 @@ export), ``measure`` (evaluate, calibrate, analyze), ``mini`` (mini, demo), ``se
 
 from __future__ import annotations
 
+import errno
 import logging
 
 import typer
@@ -29,6 +30,11 @@ class CleanErrors(typer.core.TyperGroup):
         except (CloakbenchError, FileNotFoundError) as exc:
             Console(stderr=True).print(f"[red]error:[/red] {escape(str(exc))}")
             raise typer.Exit(2) from None
+        except OSError as exc:  # the machine refused a write: full or read-only disk, a name too long, no access
+            if exc.errno not in _DISK_ERRORS:
+                raise
+            Console(stderr=True).print(f"[red]error:[/red] {escape(disk_error(exc))}")
+            raise typer.Exit(2) from None
 
     def format_commands(self, ctx, formatter) -> None:
         rows: dict[str, list[tuple[str, str]]] = {}
@@ -41,6 +47,22 @@ class CleanErrors(typer.core.TyperGroup):
         for panel in sorted(rows, key=lambda p: PANELS.index(p) if p in PANELS else len(PANELS)):
             with formatter.section(panel):
                 formatter.write_dl(rows[panel])
+
+
+_DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG}
+
+
+def disk_error(exc: OSError) -> str:
+    """One line for a write the machine refused, naming the file and what to do. Outputs are written beside their
+    place and renamed into it, so what was there before is untouched and nothing half-written is left."""
+    what = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+            errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+            errno.EPERM: "permission denied", errno.ENAMETOOLONG: "the name is too long for the file system"}
+    name = exc.filename or "(a file)"
+    if exc.errno == errno.ENAMETOOLONG and len(str(name)) > 100:
+        name = f"{str(name)[:60]}...{str(name)[-30:]} ({len(str(name))} characters)"
+    return (f"{name}: {what[exc.errno]} ({exc.strerror}); nothing was left half-written: free space, choose "
+            "another output folder or a shorter name, and rerun (a run folder resumes)")
 
 
 app = typer.Typer(

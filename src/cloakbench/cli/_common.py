@@ -21,6 +21,13 @@ def device_option(default: str | None = None, help: str = DEVICE_HELP):
     return typer.Option(default, "--device", help=help)
 
 
+def seed_option(help: str = "Seed: the same seed gives byte-identical files."):
+    """``--seed``: one range on every command (0 to protocol.SEED_MAX)."""
+    from .. import protocol
+
+    return typer.Option(0, "--seed", min=0, max=protocol.SEED_MAX, help=help)
+
+
 def fmt(v) -> str:
     """A metric value for a table: 4 decimals, ``n/a`` when missing."""
     return "n/a" if v is None else f"{v:.4f}"

@@ -108,9 +108,12 @@ def audit(
     from ..bench.report import build
     from ..bench.store import export_csv
 
+    try:
+        seed_list = [int(x) for x in seeds.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"{seeds!r} is not a comma-separated list of integers", param_hint="--seeds") from None
     cfg_map = grid(clean, protected, model=model, name=name, samples=samples, steps=steps, class_images=class_images,
-                   red_teams=[t for t in (red_teams or "").split(",") if t.strip()] or None,
-                   seeds=[int(x) for x in seeds.split(",") if x.strip()])
+                   red_teams=[t for t in (red_teams or "").split(",") if t.strip()] or None, seeds=seed_list)
     cfg = load_config(write_grid(out, cfg_map))  # every pair and size checked here, before any work
     runner = Runner(cfg, out, device=device or ("cpu" if model == "mini" else None))
     runner.check()

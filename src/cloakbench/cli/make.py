@@ -8,7 +8,7 @@ import typer
 
 from .. import protocol
 from . import app
-from ._common import RESOLUTION_HELP, check_resolution, console, device_option, inputs, parse_options
+from ._common import RESOLUTION_HELP, check_resolution, console, device_option, inputs, parse_options, seed_option
 
 PANEL = "Make images"
 
@@ -26,7 +26,7 @@ def protect(
     resolution: int = typer.Option(512, help=f"{RESOLUTION_HELP}, divisible by 8."),
     prompt: str = typer.Option(protocol.INSTANCE_PROMPT, help="Instance prompt of the surrogate objective."),
     class_prompt: str = typer.Option(protocol.CLASS_PROMPT, help="Class prompt of the surrogate objective."),
-    seed: int = typer.Option(0, help="Seed: the same seed gives byte-identical files."),
+    seed: int = seed_option(),
     option: list[str] = typer.Option(None, "--option", "-o", help="Method option KEY=VALUE (repeatable)."),
     class_dir: Path = typer.Option(None, help="Class images for prior preservation of surrogate training."),
     surrogate_dir: Path = typer.Option(None, "--surrogate-dir", help="The protector's own clean photos the "
@@ -83,7 +83,7 @@ def purify(
     weights: str = typer.Option(None, help="Restoration / SR checkpoint (weights-manager name or path)."),
     option: list[str] = typer.Option(None, "--option", "-o", help="Purifier option KEY=VALUE (repeatable)."),
     resolution: int = typer.Option(512, help=f"{RESOLUTION_HELP} (0 keeps sizes)."),
-    seed: int = typer.Option(0),
+    seed: int = seed_option(),
     device: str = device_option(),
     dtype: str = typer.Option(None, help="Diffusion model dtype: fp32, bf16, fp16 (default: the reference's half "
                               "precision on CUDA, fp32 on CPU)."),

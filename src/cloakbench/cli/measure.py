@@ -9,7 +9,7 @@ import typer.core
 
 from .. import protocol
 from . import app
-from ._common import RESOLUTION_HELP, check_resolution, console, device_option, fmt
+from ._common import RESOLUTION_HELP, check_resolution, console, device_option, fmt, seed_option
 
 PANEL = "Measure and analyze"
 
@@ -180,7 +180,7 @@ def analyze_m4(
     n: int = typer.Option(None, "-n", help="Images per prompt (default: infer.py's 2 x 8 = 16)."),
     steps: int = typer.Option(None, help="Sampling steps (default: infer.py's 100)."),
     guidance: float = typer.Option(None, help="Classifier-free guidance (default: infer.py's 7.5)."),
-    seed: int = typer.Option(0, help="Image j of every prompt uses seed + j."),
+    seed: int = seed_option("Image j of every prompt uses seed + j."),
     references: Path = typer.Option(None, "--references", "-r", help="Clean photos of the identity for ISM / verified."),
     metrics: str = typer.Option(None, help="Comma-separated metrics (default with --references: ism,fdfr; else none)."),
     clip: str = typer.Option(None, help="CLIP for the concept rates (class vs noise) of each prompt's samples."),

@@ -9,7 +9,7 @@ import typer
 
 from .. import protocol
 from . import app
-from ._common import console, device_option, stage_progress
+from ._common import console, device_option, seed_option, stage_progress
 
 PANEL = "Mini stack"
 MINI_DEVICE = "cpu (the default: the mini stack's figures are CPU bytes), cuda or mps."
@@ -24,7 +24,7 @@ def mini_train(
     out: Path = typer.Option(..., "--out", help="Output folder (the shipped weights are never replaced by a run "
                              "without --out; CLOAKBENCH_MINI_WEIGHTS=OUT uses the new ones)."),
     quick: bool = typer.Option(False, "--quick", help="A one-minute run of the same code (plumbing check)."),
-    seed: int = typer.Option(0, help="Seed of the world and of every model."),
+    seed: int = seed_option("Seed of the world and of every model."),
     only: list[str] = typer.Option(None, "--only", help="Train just this model (repeatable: clip vae unet pixel vq sr "
                                    "identity); the others are read from --base. Equals the full run."),
     base: Path = typer.Option(None, "--base", help="Weights folder the --only run takes the other models from "
@@ -61,7 +61,7 @@ def mini_export(
     protect: str = typer.Option("advdm", help="Protection that makes the protected copy (any protection name)."),
     eps: str = typer.Option("16/255", help="Its L-inf budget (k/255)."),
     steps: int = typer.Option(100, min=1, help="Its PGD updates."),
-    seed: int = typer.Option(0),
+    seed: int = seed_option(),
     device: str = device_option("cpu", MINI_DEVICE),
 ) -> None:
     """Mini-world photos and a protected copy, laid out for `cloakbench audit OUT/clean OUT/protected --model mini`

@@ -8,7 +8,7 @@ import typer
 
 from .. import protocol
 from . import app
-from ._common import RESOLUTION_HELP, check_resolution, console, device_option
+from ._common import RESOLUTION_HELP, check_resolution, console, device_option, seed_option
 
 PANEL = "Fine-tune and sample"
 
@@ -42,7 +42,7 @@ def train(
     compile_unet: bool = typer.Option(False, "--compile", help="torch.compile the UNet (GPU; first steps compile)."),
     checkpoint_every: int = typer.Option(100, help="Checkpoint every N steps (0: only on interruption)."),
     class_steps: int = typer.Option(protocol.CLASS_IMAGE_STEPS, help="Sampling steps for generated class images."),
-    seed: int = typer.Option(0),
+    seed: int = seed_option(),
     device: str = device_option(),
     resume: bool = typer.Option(False, help="Continue from the last checkpoint in OUT_DIR."),
 ) -> None:
@@ -107,7 +107,7 @@ def sample(
     negative: str = typer.Option(None, help=f"Negative prompt (QES default {protocol.QES_NEGATIVE!r})."),
     scheduler: str = typer.Option("pndm", help="pndm, ddim or dpm."),
     extra_scale: float = typer.Option(0.0, help="Extra negative guidance on the noise phrase (0: off)."),
-    seed: int = typer.Option(0),
+    seed: int = seed_option(),
     batch_size: int = typer.Option(4),
     device: str = device_option(),
     dtype: str = typer.Option(None, help="fp32, bf16 or fp16 (default: bf16 on CUDA, fp32 on CPU)."),
