@@ -457,6 +457,7 @@ def test_exports_and_report_links_are_safe_for_any_name(tmp_path):
     got = next(csv.DictReader((export_csv(tmp_path / "r.sqlite", tmp_path / "r.csv")).open()))
     assert got["identity"] == "'=HYPERLINK(\"x\")" and got["protection"] == "'+cmd" and got["value"] == "-0.5"
     assert _href(tmp_path / "id#1" / "a%b c.png", tmp_path) == "id%231/a%25b%20c.png"
+    assert _href(tmp_path / "$HOME" / "<b>.png", tmp_path) == "%24HOME/%3Cb%3E.png"
 
 
 def test_outputs_respect_the_umask(tmp_path):
