@@ -31,6 +31,13 @@ class Halve(Purifier):
         return images * 0.5
 
 
+class NeedsMissing(Halve):
+    """A purifier that names its reference code and a package nobody has."""
+
+    reference = "someone/their-repo purify/needs.py"
+    requires = ("no_such_package_xyz", "numpy")
+
+
 def not_a_class(**kw):
     raise SystemExit("a name must never call an arbitrary function")
 '''
@@ -149,10 +156,11 @@ def test_a_plugin_protection_and_purifier_run_in_a_grid(tmp_path, plugin):
         load_config(path)
 
 
-def test_list_command_names_what_exists(plugin):
+def test_list_command_names_what_exists(plugin, monkeypatch):
     from typer.testing import CliRunner
 
     from cloakbench.cli import app
+    from cloakbench.cli._common import console
 
     PROTECTIONS.get(f"{plugin}:MyNoise")  # a loaded plugin is listed as one
     res = CliRunner().invoke(app, ["list", "protections", "--filter", "*noise*"], terminal_width=120)
@@ -162,6 +170,18 @@ def test_list_command_names_what_exists(plugin):
     assert res.exit_code == 0 and "verified" in res.output and "higher" in res.output
     res = CliRunner().invoke(app, ["list", "nosuch"], terminal_width=120)
     assert res.exit_code == 2
+    # a plugin shows its class's reference and needed packages, a missing one marked so, at any width
+    PURIFIERS.get(f"{plugin}:NeedsMissing")
+    for width in (80, 200):  # two columns (name, the rest one a line), then the table
+        monkeypatch.setattr(console, "_width", width)  # rich's width (CliRunner's terminal_width is click's)
+        res = CliRunner().invoke(app, ["list", "purifiers", "--filter", "*needsmissing"], terminal_width=width)
+        flat = " ".join(res.output.split())
+        assert res.exit_code == 0 and "1 purifiers" in flat and "numpy+" in flat, res.output
+        assert all(s in flat for s in ("someone/their-repo", "no_such_package_xyz", "(missing)")), res.output
+    assert "someone/their-repo purify/needs.py" in flat and "no_such_package_xyz (missing)" in flat, res.output
+    res = CliRunner().invoke(app, ["list", "purifiers"], terminal_width=200)
+    flat = " ".join(res.output.split())
+    assert all(s in flat for s in ("diffshortcut/defenses/jpeg.py", "sczhou/CodeFormer", "inference_codeformer.py"))
 
 
 MODEL_PLUGIN = '''

@@ -19,30 +19,58 @@ app.add_typer(weights_app, name="weights", rich_help_panel=PANEL)
 KINDS = ("protections", "purifiers", "metrics", "models")
 
 
-def _needs(factory) -> str:
+def _needs(factory) -> list[str]:
     """The packages a component needs beyond the core (its ``requires`` import names), each marked present (+) or
-    missing (-)."""
+    missing."""
     import importlib.util
 
     names = getattr(factory, "requires", ()) or ()
-    return " ".join(f"{n}{'+' if importlib.util.find_spec(n) is not None else ' (missing)'}" for n in names) or "-"
+    return [f"{n}{'+' if importlib.util.find_spec(n) is not None else ' (missing)'}" for n in names]
 
 
-def _row(kind: str, e) -> tuple[str, ...]:
-    """One table row of entry ``e`` of registry ``kind``."""
+def _row(kind: str, e) -> dict[str, str]:
+    """The cells of entry ``e`` of registry ``kind``, by column head."""
     from ..images import format_budget
 
     f = e.factory
     paper = str(getattr(f, "paper", "") or e.meta.get("paper", "")) + (f" (plugin: {e.meta['plugin']})"
                                                                        if e.meta.get("plugin") else "")
+    row = {"name": e.name, "paper": paper, "reference": str(getattr(f, "reference", "") or "-")}
     if kind == "protections":
-        return e.name, paper, format_budget(f.eps), str(f.steps), _needs(f)
-    if kind == "purifiers":
-        return e.name, paper, ", ".join(f"{k}={v}" for k, v in getattr(f, "options", {}).items()) or "-", _needs(f)
-    if kind == "models":
-        return e.name, paper, f"{f.resolution} px", f.source or "-", _needs(f)
-    needs = ", ".join(n for n, on in (("face", f.needs_face), ("references", f.needs_reference)) if on) or "-"
-    return e.name, {True: "higher", False: "lower", None: "-"}[f.higher_better], needs, f.licence, _needs(f)
+        row |= {"budget": format_budget(f.eps), "steps": str(f.steps)}
+    elif kind == "purifiers":
+        row["options"] = ", ".join(f"{k}={v}" for k, v in getattr(f, "options", {}).items()) or "-"
+    elif kind == "models":
+        row |= {"resolution": f"{f.resolution} px", "weights": f.source or "-"}
+    else:
+        row |= {"better": {True: "higher", False: "lower", None: "-"}[f.higher_better], "licence": f.licence,
+                "input": ", ".join(n for n, on in (("face", f.needs_face), ("references", f.needs_reference)) if on)
+                or "-"}
+    return row | {"needs": "\n".join(_needs(f)) or "-"}
+
+
+HEADS = {"protections": ("name", "paper", "reference", "budget", "steps", "needs"),
+         "purifiers": ("name", "paper", "reference", "options", "needs"),
+         "metrics": ("name", "better", "input", "licence", "reference", "needs"),
+         "models": ("name", "paper", "reference", "resolution", "weights", "needs")}
+PROSE = {"paper", "options", "licence"}  # columns of running text: they wrap at spaces, given this many characters
+PROSE_WIDTH, WORD_WIDTH = 24, 30
+
+
+def _min_widths(rows: list[dict[str, str]], heads) -> dict[str, int]:
+    """Per column, the width below which its head or cells would fold inside words (their longest word, at most 30;
+    the running-text columns 24)."""
+    def longest(h: str) -> int:
+        return max(len(w) for w in [h, *(w for r in rows for w in r[h].split())])
+
+    return {h: PROSE_WIDTH if h in PROSE else min(WORD_WIDTH, longest(h)) for h in heads}
+
+
+def _stacked(row: dict[str, str], heads) -> str:
+    """The cells ``heads`` of a row, one a line and labelled (but the paper), for a terminal too narrow for the
+    table."""
+    return "\n".join(row[h].replace("\n", ", ") if h == "paper" else f"{h}: {row[h].replace(chr(10), ', ')}"
+                     for h in heads)
 
 
 @app.command("list", rich_help_panel=PANEL)
@@ -51,8 +79,8 @@ def list_entries(
     filter_: str = typer.Option(None, "--filter", help="Only names matching this glob, e.g. 'aspl*'."),
 ) -> None:
     """What exists: every protection, purifier, metric or model (installed plugins included) with its paper, its
-    defaults and the packages it needs (present or missing). Code outside the package is named module:Class or
-    path/file.py:Class (docs/EXTENDING.md)."""
+    reference code, its defaults and the packages it needs (present or missing). Code outside the package is named
+    module:Class or path/file.py:Class (docs/EXTENDING.md)."""
     import fnmatch
 
     from rich.table import Table
@@ -68,20 +96,21 @@ def list_entries(
         from ..metrics import METRICS as registry
     else:
         from ..models import MODELS as registry
-    heads = {"protections": ("name", "paper", "budget", "steps", "needs"), "purifiers": ("name", "paper", "options",
-             "needs"), "metrics": ("name", "better", "input", "licence", "needs"),
-             "models": ("name", "paper", "resolution", "weights", "needs")}[kind]
-    table = Table(title=f"cloakbench {kind}")
+    rows = [_row(kind, e) for e in registry.entries() if not filter_ or fnmatch.fnmatch(e.name, filter_.lower())]
+    widths = _min_widths(rows, HEADS[kind])
+    # the table when every column gets its width (3 more for the border and padding), else two columns: the name,
+    # and the other cells one a line
+    narrow = console.width < sum(w + 3 for w in widths.values()) + 1
+    heads = ("name", ", ".join(HEADS[kind][1:])) if narrow else HEADS[kind]
+    table = Table(title=f"cloakbench {kind}", show_lines=narrow)
     for h in heads:
-        table.add_column(h, overflow="fold")
-    shown = 0
-    for e in registry.entries():
-        if filter_ and not fnmatch.fnmatch(e.name, filter_.lower()):
-            continue
-        table.add_row(*(Text(c) for c in _row(kind, e)))
-        shown += 1
+        table.add_column(h, overflow="fold", min_width=widths.get(h),  # a long plugin path name folds
+                         max_width=WORD_WIDTH if narrow and h == "name" else None)
+    for row in rows:
+        cells = (row["name"], _stacked(row, HEADS[kind][1:])) if narrow else (row[h] for h in heads)
+        table.add_row(*(Text(c) for c in cells))
     console.print(table)
-    console.print(f"{shown} {kind}", markup=False, highlight=False)
+    console.print(f"{len(rows)} {kind}", markup=False, highlight=False)
 
 
 @app.command(rich_help_panel=PANEL)

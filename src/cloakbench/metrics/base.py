@@ -51,6 +51,8 @@ class Metric:
     needs_reference: ClassVar[bool] = False
     paired: ClassVar[bool] = False  # compares image i with reference i (fidelity, budget): paired by file name
     licence: ClassVar[str] = "Apache-2.0"
+    reference: ClassVar[str] = ""  # the reference code its defaults come from, "owner/repo path/file.py" ("": our own)
+    requires: ClassVar[tuple[str, ...]] = ()  # import names of the optional packages it needs (pyproject extras)
     backend: str = "torch"
 
     def __call__(self, images: torch.Tensor, references: torch.Tensor | None = None) -> MetricResult:

@@ -120,6 +120,7 @@ class LPIPS(Metric):
     """
 
     name = "lpips"
+    requires = ("lpips",)
     higher_better = None
     value_range = (0.0, 1.0)
     needs_reference = True

@@ -62,6 +62,7 @@ def _penalty(policy: str) -> float | None:
 
 class _FaceMetric(Metric):
     needs_face = True
+    requires = ("dlib", "face_recognition_models")  # the default backend, dlib (face_backends.DlibFaces)
 
     def __init__(self, backend: str | FaceBackend = "dlib", **backend_kw) -> None:
         self.face = create_face_backend(backend, **backend_kw)
@@ -83,6 +84,7 @@ class ISM(_FaceMetric):
     """
 
     name = "ism"
+    reference = "VinAIResearch/Anti-DreamBooth evaluations/ism_fdfr.py"
     higher_better = True
     value_range = (-1.0, 1.0)
     needs_reference = True
@@ -116,6 +118,7 @@ class FDFR(_FaceMetric):
     """
 
     name = "fdfr"
+    reference = "VinAIResearch/Anti-DreamBooth evaluations/ism_fdfr.py"
     higher_better = False
     value_range = (0.0, 1.0)
 
@@ -207,6 +210,7 @@ class IMSThresholded(_FaceMetric):
     """
 
     name = "ims_vgg"
+    reference = "liuyixin-louis/MetaCloak robust_facecloak/eval_score.py"  # IMS_get_score
     higher_better = True
     value_range = (-1.0, 1.0)
     needs_reference = True
@@ -270,6 +274,8 @@ class IMS(Metric):
     """
 
     name = "ims"
+    reference = "liuyixin-louis/DiffShortcut diffshortcut/get_score_tempalte.py"
+    requires = _FaceMetric.requires  # backend="dlib"; "paper" needs those of Avg
     higher_better = True
     value_range = (-1.0, 1.0)
     needs_face = True
@@ -308,6 +314,7 @@ class DetectionScore(_FaceMetric):
     """
 
     name = "detection_score"
+    reference = "liuyixin-louis/MetaCloak robust_facecloak/eval_score.py"  # FDSR_get_score
     higher_better = True
     value_range = (-np.inf, np.inf)
 

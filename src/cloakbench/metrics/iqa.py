@@ -31,6 +31,8 @@ class Brisque(Metric):
     """
 
     name = "brisque"
+    reference = "VinAIResearch/Anti-DreamBooth evaluations/brisque.py"
+    requires = ("brisque", "cv2")  # brisque imports cv2 without declaring it
     higher_better = False
     value_range = (0.0, 150.0)
     licence = "Apache-2.0 (brisque package and model)"
@@ -84,6 +86,7 @@ class ClipIQAC(Metric):
     """
 
     name = "clip_iqac"
+    reference = "liuyixin-louis/MetaCloak robust_facecloak/eval_score.py"  # CLIP_IQAC_get_score
     higher_better = True
     value_range = (-1.0, 1.0)
     licence = "CLIP weights: MIT (OpenAI)"
@@ -162,6 +165,7 @@ class LIQE(Metric):
     """
 
     name = "liqe"
+    reference = "liuyixin-louis/MetaCloak LIQE/LIQE.py"
     higher_better = True
     value_range = (1.0, 5.0)
     licence = "LIQE code MIT; weights CC-BY-NC-SA-4.0 (pyiqa release)"
@@ -261,6 +265,7 @@ class Q(Metric):
     """The paper's Q per image: ``LIQE'/2 + CLIP_IQAC/2``; both parts are reported in ``details``."""
 
     name = "q"
+    reference = "liuyixin-louis/DiffShortcut diffshortcut/get_score_tempalte.py"
     higher_better = True
     value_range = (-1.0, 1.0)
 
@@ -284,6 +289,8 @@ class Avg(Metric):
     stage combines their per-image values (:meth:`combine`) instead of computing them again."""
 
     name = "avg"
+    reference = "liuyixin-louis/DiffShortcut diffshortcut/get_score_tempalte.py"
+    requires = ("insightface", "onnxruntime", "h5py", "cv2")  # backend="paper": ims[insightface+vggface]
     higher_better = True
     value_range = (-1.0, 1.0)
     needs_reference = True

@@ -25,7 +25,8 @@ class ModelSource:
     paper: ClassVar[str] = ""  # where the model comes from (paper, model card)
     resolution: ClassVar[int] = 512  # the native image size in pixels (a grid's `resolution` should match)
     source: ClassVar[str] = ""  # the weights' origin: a hub id, a file, "random", "shipped"
-    requires: ClassVar[tuple[str, ...]] = ()  # import names of the packages it needs beyond the core
+    reference: ClassVar[str] = ""  # the reference code of its architecture or weights, "owner/repo path/file.py"
+    requires: ClassVar[tuple[str, ...]] = ()  # import names of the optional packages it needs (pyproject extras)
 
     def build(self) -> DiffusionModel:
         raise NotImplementedError
@@ -54,6 +55,7 @@ class Mini(ModelSource):
 
     paper = "cloakbench mini stack (docs/PAPER.md, mini protocol)"
     resolution, source = 32, "shipped"
+    requires = ("spandrel",)  # MiniStack.load builds every mini net, the SR one from spandrel's Compact
 
     def build(self) -> DiffusionModel:
         from .mini.stack import load_stack

@@ -17,6 +17,7 @@ from .base import Protection, create_protection, register_protection
 class Adaptive(Protection):
     name = "adaptive"
     paper = "Liu et al., Rethinking and Red-Teaming Protective Perturbation (adaptive attack), arXiv 2406.18944"
+    reference = ""  # the paper released no code for its adaptive attack: our reading of its text
     eps, alpha, steps = 16 / 255, 4 / 255, 6
     options = {"base": "advdm", "purifier": "codesr", "mode": "bpda", "purifier_options": {}}
 

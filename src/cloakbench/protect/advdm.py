@@ -15,6 +15,7 @@ from .base import Protection, register_protection
 class AdvDM(Protection):
     name = "advdm"
     paper = "Liang et al., Adversarial Example Does Good (AdvDM), ICML 2023"
+    reference = "xavihart/Diff-Protect code/diff_mist.py"
     eps, alpha, steps = 16 / 255, 1 / 255, 100
     random_start = True
     sign = 1.0

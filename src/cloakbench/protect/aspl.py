@@ -48,6 +48,7 @@ def target_term(model, x, target, prompt, gen) -> torch.Tensor:
 class ASPL(Protection):
     name = "aspl"
     paper = "Van Le et al., Anti-DreamBooth (ASPL), ICCV 2023"
+    reference = "VinAIResearch/Anti-DreamBooth attacks/aspl.py"
     eps, alpha, steps = 0.05 * 127.5 / 255, 5e-3 * 127.5 / 255, 300
     options = {"pgd_steps": 6, "surrogate_steps": 3, "train_steps": 3, "lr": 5e-7, "prior_weight": 1.0,
                "clean_images": None, "target": None, "target_weight": 0.0}
@@ -129,6 +130,7 @@ class ASPLLoRA(ASPL):
 
     name = "aspl-lora"
     paper = "Van Le et al., Anti-DreamBooth, attacks/aspl_lora.py (2025)"
+    reference = "VinAIResearch/Anti-DreamBooth attacks/aspl_lora.py"
     eps, alpha, steps = 0.05 * 127.5 / 255, 127.5 / 255 / 255, 200
     options = {**ASPL.options, "pgd_steps": 10, "surrogate_steps": 10, "train_steps": 0, "lr": 1e-4, "rank": 4}
 

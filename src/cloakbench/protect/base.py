@@ -56,6 +56,8 @@ class Protection:
 
     name: ClassVar[str] = ""
     paper: ClassVar[str] = ""
+    reference: ClassVar[str] = ""  # the reference code its defaults come from, "owner/repo path/file.py" ("": our own)
+    requires: ClassVar[tuple[str, ...]] = ()  # import names of the optional packages it needs (pyproject extras)
     eps: float = 8 / 255
     alpha: float = 1 / 255
     steps: int = 100

@@ -20,6 +20,7 @@ from .base import Protection, register_protection
 class CAAT(Protection):
     name = "caat"
     paper = "Xu et al., Perturbing Attention Gives You More Bang for the Buck (CAAT), CVPR 2024"
+    reference = "CO2-cityao/CAAT scripts/train_CAAT.sh"
     eps, alpha, steps = 0.05 * 127.5 / 255, 5e-3 * 127.5 / 255, 250
     options = {"lr": 1e-5}
 

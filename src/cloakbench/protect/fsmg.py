@@ -18,6 +18,7 @@ from .engine import run_pgd
 class FSMG(ASPL):
     name = "fsmg"
     paper = "Van Le et al., Anti-DreamBooth (FSMG), ICCV 2023"
+    reference = "VinAIResearch/Anti-DreamBooth attacks/fsmg.py"
     eps, alpha, steps = 0.05 * 127.5 / 255, 5e-3 * 127.5 / 255, 100
     options = {"surrogate_steps": 1000, "lr": 5e-7, "prior_weight": 1.0, "clean_images": None, "target": None,
                "target_weight": 0.0}

@@ -34,6 +34,7 @@ def _load(model, state) -> None:
 class MetaCloak(Protection):
     name = "metacloak"
     paper = "Liu et al., MetaCloak: Preventing Unauthorized Subject-driven Text-to-image Diffusion-based Synthesis via Meta-learning, CVPR 2024"
+    reference = "liuyixin-louis/MetaCloak robust_facecloak/attacks/algs/metacloak.py"
     eps, alpha, steps = 11 / 255, 1.1 / 255, 4 * 6 * 100 * 6
     options = {"pool_train_steps": 1000, "pool_interval": 200, "trials": 4, "rounds": 100, "pgd_per_round": 6,
                "unroll_steps": 2, "lr": 5e-7, "prior_weight": 1.0}

@@ -18,6 +18,7 @@ from .targets import load_target
 class Mist(Protection):
     name = "mist"
     paper = "Liang et al., Mist: Towards Improved Adversarial Examples for Diffusion Models, 2023"
+    reference = "xavihart/Diff-Protect code/diff_mist.py"  # mode=mist (psyker-team/mist mist_v3.py: its loss)
     eps, alpha, steps = 16 / 255, 1 / 255, 100
     random_start = True
     options = {"target": None, "rate": 1e4}

@@ -27,6 +27,7 @@ from .targets import load_target
 class PhotoGuard(Protection):
     name = "photoguard"
     paper = "Salman et al., Raising the Cost of Malicious AI-Powered Image Editing (encoder attack), ICML 2023"
+    reference = "MadryLab/photoguard notebooks/demo_simple_attack_img2img.ipynb"
     eps, alpha, steps = 0.06 * 127.5 / 255, 0.02 * 127.5 / 255, 1000
     random_start, decay = True, True
     options = {"target": "zero", "decay_to": 0.01}
@@ -63,6 +64,7 @@ def img2img(model, x, prompt, gen, *, steps=4, strength=0.7, guidance=7.5, negat
 class PhotoGuardE2E(Protection):
     name = "photoguard-e2e"
     paper = "Salman et al., Raising the Cost of Malicious AI-Powered Image Editing (diffusion attack), ICML 2023"
+    reference = "MadryLab/photoguard notebooks/demo_complex_attack_inpainting.ipynb"
     eps, alpha, steps, norm, step = 16 * 127.5 / 255, 1 * 127.5 / 255, 200, "l2", "normalized"
     options = {"target": "gray", "denoise_steps": 4, "grad_reps": 10, "strength": 0.7, "guidance": 7.5}
 

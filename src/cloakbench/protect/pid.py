@@ -18,6 +18,7 @@ from .base import Protection, register_protection
 class PID(Protection):
     name = "pid"
     paper = "Li et al., Prompt-Independent Data Protection Against Latent Diffusion Models, ICML 2024"
+    reference = "PKU-ML/Diffusion-PID-Protection PID.py"
     eps, alpha, steps = 12.75 / 255, 1 / 255, 1000
     random_start = True
     options = {"loss": "add-log"}

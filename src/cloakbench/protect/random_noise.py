@@ -48,6 +48,7 @@ def random_noise(x0: torch.Tensor, eps: float, distribution: str = "sign",
 class RandomNoise(Protection):
     name = "random-noise"
     paper = "random-noise control of DiffShortcut (arXiv 2406.18944, docs/PAPER.md §3 M3); not a protection"
+    reference = ""  # our own control: the reference code has no such script
     eps, steps = 8 / 255, 1
     options = {"distribution": "sign"}
 

@@ -33,6 +33,7 @@ def textural(model, x, target) -> torch.Tensor:
 class SDSPlus(Protection):
     name = "sds+"
     paper = "Xue et al., Score Distillation protection SDS(+), ICLR 2024"
+    reference = "xavihart/Diff-Protect code/diff_mist.py"  # mode=sds (code/attacks.py::pgd_sds)
     eps, alpha, steps = 16 / 255, 1 / 255, 100
     g_dir = 1.0
     options = {"target": None, "target_rate": 5.0, "using_target": False}

@@ -29,6 +29,7 @@ from .base import register_protection
 class SimAC(ASPL):
     name = "simac"
     paper = "Wang et al., SimAC: A Simple Anti-Customization Method for Protecting Face Privacy, CVPR 2024"
+    reference = "somuchtome/SimAC attacks/time_feature.py"
     eps, alpha, steps = 8 / 255, 0.005 * 127.5 / 255, 300
     options = {**ASPL.options, "search_steps": 50, "delta_t": 20, "window": 20, "keep": 100, "feature_weight": 1.0,
                "search": "once"}

@@ -30,6 +30,8 @@ class Purifier:
 
     name: ClassVar[str] = ""
     paper: ClassVar[str] = ""
+    reference: ClassVar[str] = ""  # the reference code its defaults come from, "owner/repo path/file.py" ("": our own)
+    requires: ClassVar[tuple[str, ...]] = ()  # import names of the optional packages it needs (pyproject extras)
     differentiable: ClassVar[bool] = False
     options: ClassVar[dict[str, Any]] = {}
 

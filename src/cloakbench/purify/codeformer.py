@@ -42,6 +42,8 @@ def fidelity_keyword(net: torch.nn.Module, fidelity: float) -> dict[str, float]:
 class CodeFormerStage(Purifier):
     name = "codeformer"
     paper = "Zhou et al., Towards Robust Blind Face Restoration with Codebook Lookup Transformer (CodeFormer), NeurIPS 2022"
+    reference = "sczhou/CodeFormer inference_codeformer.py"
+    requires = ("spandrel", "spandrel_extra_arches", "dlib", "face_recognition_models")  # spandrel_io + face_align
     # detector: dlib HOG, with dlib's CNN (MMOD) where HOG finds no face (purify/face_align.py `detect`)
     options = {"weights": "codeformer", "fidelity": 0.5, "upscale": 2, "upsample": 1, "detector": "hog+cnn"}
 

@@ -37,6 +37,8 @@ class _CodeSRBase(Compose):
 class CodeSR(_CodeSRBase):
     name = "codesr"
     paper = "Liu et al., Rethinking and Red-Teaming Protective Perturbation in Personalized Diffusion Models (CodeSR)"
+    reference = "liuyixin-louis/DiffShortcut scripts/sub/defense/controller.sh"  # code-sr: code.sh, sr.sh
+    requires = CodeFormerStage.requires
     stage2 = SDUpscaler
 
 
@@ -44,4 +46,6 @@ class CodeSR(_CodeSRBase):
 class CodeSRFast(_CodeSRBase):
     name = "codesr-fast"
     paper = "CodeSR with Real-ESRGAN x4plus (ncnn, offline) as stage 2"
+    reference = ""  # our offline variant of CodeSR
+    requires = CodeFormerStage.requires + RealESRGAN.requires
     stage2 = RealESRGAN

@@ -37,6 +37,8 @@ def codesr(stack, x: torch.Tensor, pre_size: int = 16, restore: bool = True, sr:
 class CodeSRMini(Purifier):
     name = "codesr-mini"
     paper = "CodeSR (Liu et al., arXiv 2406.18944) on the mini stack: VQ codebook restoration + SR x2"
+    reference = ""  # our mini-world construction
+    requires = ("spandrel",)  # the mini stack's SR net is spandrel's Compact
     options = {"pre_size": 16, "restore": True, "sr": True}
 
     @torch.no_grad()

@@ -43,6 +43,7 @@ class DDSPure(PixelPurifier):
 
     name = "ddspure"
     paper = "Carlini et al., (Certified!!) Adversarial Robustness for Free! (diffusion denoised smoothing), ICLR 2023"
+    reference = "liuyixin-louis/DiffShortcut diffshortcut/defenses/ddspure.py"
     options = {"model": DEFAULT_PIXEL_MODEL, "pixel_model": None, "radius": 11 / 255, "units": "reference", "size": 256,
                "mode": "oneshot", "respacing": 0, "iterations": 1, "interpolation": "bilinear"}
 

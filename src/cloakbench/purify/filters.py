@@ -25,6 +25,7 @@ def _from_pil(images: list[Image.Image]) -> torch.Tensor:
 class JPEG(Purifier):
     name = "jpeg"
     paper = "JPEG compression baseline (quality 75, DiffShortcut)"
+    reference = "liuyixin-louis/DiffShortcut diffshortcut/defenses/jpeg.py"
     options = {"quality": 75}
 
     def purify(self, images):
@@ -41,6 +42,7 @@ class JPEG(Purifier):
 class Blur(Purifier):
     name = "blur"
     paper = "Gaussian blur baseline (PIL radius 5, DiffShortcut)"
+    reference = "liuyixin-louis/DiffShortcut diffshortcut/defenses/gau.py"
     options = {"radius": 5.0}
 
     def purify(self, images):
@@ -51,6 +53,7 @@ class Blur(Purifier):
 class Noise(Purifier):
     name = "noise"
     paper = "Gaussian noise baseline (sigma 0.05 in [0, 1], robust-style-mimicry)"
+    reference = "ethz-spylab/robust-style-mimicry noise.py"
     differentiable = True
     options = {"sigma": 0.05}
 

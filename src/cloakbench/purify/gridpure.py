@@ -18,6 +18,7 @@ from .pixel_diffusion import DEFAULT_PIXEL_MODEL, PixelPurifier, grid_purify, ti
 class GrIDPure(PixelPurifier):
     name = "gridpure"
     paper = "Zhao et al., Can Protective Perturbation Safeguard Personal Data from Being Exploited by Stable Diffusion? (GrIDPure), CVPR 2024"
+    reference = "ZhengyueZhao/GrIDPure gridpure.py"  # the defaults; PAPER_OPTIONS: DiffShortcut's
     options = {"model": DEFAULT_PIXEL_MODEL, "pixel_model": None, "t_star": 10, "steps": 10, "iterations": 20,
                "gamma": 0.1, "tile": 256, "stride": 128, "corners": True, "tile_fn": None, "tile_batch": 0,
                "respacing": 0, "units": "consistent"}

@@ -23,6 +23,8 @@ from .latent_diffpure import sd_model
 class IMPRESS(Purifier):
     name = "impress"
     paper = "Cao et al., IMPRESS: Evaluating the Resilience of Imperceptible Perturbations Against Unauthorized Data Usage, NeurIPS 2023"
+    reference = "liuyixin-louis/DiffShortcut diffshortcut/defenses/impress.py"  # vendors AAAAAAsuka/Impress
+    requires = ("lpips",)  # perceptual="lpips" (the default); "ssim" needs nothing
     differentiable = False
     options = {"model": DEFAULT_MODEL, "iters": 3000, "lr": 0.01, "lr_min": 1e-5, "weight": 0.1, "bound": 0.1,
                "init_sigma": 0.05, "perceptual": "lpips"}

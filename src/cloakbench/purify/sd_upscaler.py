@@ -43,6 +43,7 @@ def load_upscaler(source: str, device: str = "cpu", dtype: torch.dtype = torch.f
 class SDUpscaler(Purifier):
     name = "sd-upscaler"
     paper = "Stable Diffusion x4 upscaler as in DiffShortcut defenses/sr.py (CodeSR stage 2)"
+    reference = "liuyixin-louis/DiffShortcut diffshortcut/defenses/sr.py"
     half = "fp16"  # the reference runs the upscaler in fp16 (PAPER.md §4)
     options = {"model": DEFAULT_UPSCALER, "prompt": "A photo of a person", "steps": 75, "guidance": 9.0,
                "noise_level": 20, "pre_size": 128, "out_size": None, "noise_sigma": 0.0}
@@ -78,6 +79,7 @@ class SDUpscaler(Purifier):
 class NoisyUpscale(SDUpscaler):
     name = "noisy-upscale"
     paper = "Hoenig et al., Adversarial Perturbations Cannot Reliably Protect Artists (noisy upscaling), ICLR 2025"
+    reference = "ethz-spylab/robust-style-mimicry upscale.py"  # after noise.py
     options = {**SDUpscaler.options, "noise_level": 320, "pre_size": 0, "noise_sigma": 0.1,
                "prompt": "A photo of a person"}
 

@@ -25,6 +25,7 @@ def tv_isotropic(z: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
 class TVM(Purifier):
     name = "tvm"
     paper = "Guo et al., Countering Adversarial Images using Input Transformations (TVM), ICLR 2018"
+    reference = "liuyixin-louis/DiffShortcut diffshortcut/defenses/tvm.py"
     options = {"size": 64, "drop": 0.02, "lam": 0.01, "iters": 300, "lr": 0.01}
 
     def purify(self, images):
