@@ -19,8 +19,9 @@ def protect(
     out_dir: Path = typer.Argument(..., help="Output folder: protected PNGs, clean/ and protection.json."),
     method: str = typer.Option(..., "--method", "-m", help="Protection name (`cloakbench list protections`), or "
                                "module:Class / file.py:Class."),
-    model: str = typer.Option(..., help="Surrogate: hub id or diffusers folder ('mini' for the mini stack at "
-                              "--resolution 32, 'tiny' for tests); comma-separate an ensemble."),
+    model: str = typer.Option(..., help="Surrogate: a model name (`cloakbench list models`: sd21-base, sd15, mini "
+                              "at --resolution 32, tiny for tests), a hub id or a diffusers folder; comma-separate an "
+                              "ensemble."),
     eps: str = typer.Option(None, help="Budget in [0, 1] units: 8/255 or 0.0314 (default: the method's)."),
     steps: int = typer.Option(None, help="Number of perturbation updates (default: the method's)."),
     resolution: int = typer.Option(512, help=f"{RESOLUTION_HELP}, divisible by 8."),

@@ -16,8 +16,8 @@ PANEL = "Fine-tune and sample"
 @app.command(rich_help_panel=PANEL)
 def train(
     out_dir: Path = typer.Argument(..., help="Output folder (model or LoRA, config, log, checkpoints)."),
-    model: str = typer.Option(..., help="Base model: hub id, diffusers folder or single file ('mini' for the mini "
-                              "stack at --resolution 32, 'tiny' for tests)."),
+    model: str = typer.Option(..., help="Base model: a model name (`cloakbench list models`: sd21-base, sd15, mini "
+                              "at --resolution 32, tiny for tests), a hub id, a diffusers folder or a single file."),
     instance_dir: Path = typer.Option(..., help="The subject's (protected / purified) images."),
     class_dir: Path = typer.Option(None, help="Class images; filled up to --num-class-images by generation."),
     num_class_images: int = typer.Option(protocol.NUM_CLASS_IMAGES, help="Class images for prior preservation (paper: 200)."),
