@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from cloakbench.bench import ConfigError, Runner, load_config
+from grids import one_identity_grid, same_rows
 
 SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
 
@@ -208,151 +209,16 @@ def test_art_style_dry_run_plan():
     assert any(s.kind == "evaluate" and "clip_style" in s.params["metrics"] for s in specs)
 
 
-def _one_identity_grid(smoke_cfg: dict, tmp_path):
-    """The smoke grid cut to one identity, one protection, none / jpeg and one recipe (6 result rows)."""
-    smoke_cfg["data"]["identities"] = ["id1"]
-    smoke_cfg["protections"] = smoke_cfg["protections"][1:]
-    smoke_cfg["purifications"] = ["none", "jpeg"]
-    smoke_cfg["recipes"] = smoke_cfg["recipes"][:1]
-    return load_config(_write(tmp_path, smoke_cfg))
-
-
-def _same_rows(a: Path, b: Path) -> None:
-    """Run folders ``a`` and ``b`` hold the same 6 result rows, values equal to float rounding."""
-    from cloakbench.bench.store import read_rows
-
-    key = ("identity", "protection", "purification", "recipe", "qes", "seed", "metric", "spec_hash")
-    first = {tuple(r[k] for k in key): r["value"] for r in read_rows(a / "results.sqlite")}
-    second = {tuple(r[k] for k in key): r["value"] for r in read_rows(b / "results.sqlite")}
-    assert first.keys() == second.keys() and len(first) == 2 * 3
-    for k, v in first.items():
-        assert (v is None and second[k] is None) or second[k] == pytest.approx(v, rel=1e-3, abs=1e-4), k
-
-
 @pytest.mark.data
 def test_ray_executor_matches_local(smoke_cfg, tmp_path):
     pytest.importorskip("ray")
     from cloakbench.bench.executors import run_ray
 
-    cfg = _one_identity_grid(smoke_cfg, tmp_path)
+    cfg = one_identity_grid(smoke_cfg, tmp_path)
     Runner(cfg, tmp_path / "local", device="cpu").execute()
     res = run_ray(Runner(cfg, tmp_path / "ray", device="cpu"), num_cpus=2)
     assert res["ran"] > 0
-    _same_rows(tmp_path / "local", tmp_path / "ray")
-
-
-def _model_bytes(run: Path) -> dict[str, bytes]:
-    """Every trained model file of a run folder, by stage folder and name."""
-    return {f"{p.parent.name}/{p.name}": p.read_bytes() for p in sorted((run / "artifacts").glob("train-*/**/*.safetensors"))}
-
-
-@pytest.mark.data
-def test_a_run_folder_pins_its_threads_so_a_resume_gives_the_same_bytes(smoke_cfg, tmp_path):
-    """#37 item 3: float rounding depends on the CPU thread count, so the run folder records the count its first
-    run used (grid.json ``threads``) and every later run, with any executor, uses it: training stages redone by a
-    serial resume of a folder made by two one-thread workers give the same bytes, recorded with 1 thread."""
-    import json
-    import shutil
-
-    from cloakbench.bench.executors import run_local
-
-    cfg = _one_identity_grid(smoke_cfg, tmp_path)
-    run = tmp_path / "run"
-    run_local(Runner(cfg, run, device="cpu"), workers=2)
-    assert json.loads((run / "grid.json").read_text())["threads"] == 1
-    before = _model_bytes(run)
-    assert len(before) >= 2
-    for kind in ("train", "sample", "evaluate"):
-        for d in (run / "artifacts").glob(f"{kind}-*"):
-            shutil.rmtree(d)
-    res = Runner(cfg, run, device="cpu").execute()  # serial: proposes every core; the folder's 1 thread wins
-    assert res["ran"] == 6
-    assert {json.loads(p.read_text())["threads"] for p in (run / "artifacts").glob("*/DONE.json")} == {1}
-    assert _model_bytes(run) == before
-
-
-@pytest.mark.data
-@pytest.mark.slow
-def test_ray_on_two_nodes_survives_a_dead_worker_node_with_local_bytes(smoke_cfg, tmp_path):
-    """#37 item 7: a Ray cluster of worker nodes (ray.cluster_utils.Cluster: separate raylet processes and session
-    folders, as `ray start` makes them). The trainings start on node A, the only one with a CPU; while they are
-    unfinished node B joins and A is killed; Ray runs the lost task again on B, and the rows and the trained
-    models' bytes equal a local run's (one thread per stage, pinned by the run folder). The cluster is driven from
-    the main thread (Ray's node start needs it); the run goes on in a second one."""
-    ray = pytest.importorskip("ray")
-    import threading
-    import time
-
-    from ray.cluster_utils import Cluster
-
-    from cloakbench.bench.executors import run_local, run_ray
-
-    cfg = _one_identity_grid(smoke_cfg, tmp_path)
-    run_local(Runner(cfg, tmp_path / "local", device="cpu"), workers=2)
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
-    try:
-        node_a = cluster.add_node(num_cpus=1)
-        ray.init(address=cluster.address, log_to_driver=False)
-        training, result, failure = threading.Event(), {}, []
-
-        def progress(spec, state):
-            if spec.kind == "train" and state == "running":
-                training.set()
-
-        def go():
-            try:
-                result.update(run_ray(Runner(cfg, tmp_path / "ray", device="cpu"), progress))
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
-                failure.append(exc)
-        runner_thread = threading.Thread(target=go)
-        runner_thread.start()
-        assert training.wait(600), "no training was submitted"
-        time.sleep(2)  # the training's worker is starting or training on A
-        trains = sorted((tmp_path / "ray" / "artifacts").glob("train-*/DONE.json"))
-        cluster.add_node(num_cpus=1)
-        cluster.remove_node(node_a, allow_graceful=False)
-        runner_thread.join(900)
-        assert not runner_thread.is_alive() and not failure, failure
-        assert trains == [] and result["ran"] == 9  # no training had finished when A died; all are done now
-        assert [n["Alive"] for n in ray.nodes() if n["Resources"].get("CPU") or not n["Alive"]].count(False) == 1
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
-    _same_rows(tmp_path / "local", tmp_path / "ray")
-    assert _model_bytes(tmp_path / "ray") == _model_bytes(tmp_path / "local")
-
-
-def test_ray_refuses_a_run_folder_its_nodes_cannot_see(tmp_path, monkeypatch):
-    """The reachability probe: a node that does not find the driver's token file in the run folder is named."""
-    from cloakbench.bench import executors
-    from cloakbench.errors import RunFolderError
-
-    class FakeRay:  # two nodes; the second answers as a machine without the shared folder would
-        def nodes(self):
-            return [{"Alive": True, "Resources": {"CPU": 1}, "NodeID": "a" * 56, "NodeManagerAddress": "10.0.0.1"},
-                    {"Alive": True, "Resources": {"CPU": 1}, "NodeID": "b" * 56, "NodeManagerAddress": "10.0.0.2"}]
-
-        def remote(self, **_):
-            def wrap(fn):
-                class Task:
-                    def options(self, scheduling_strategy):
-                        node = scheduling_strategy.node_id
-
-                        class Bound:
-                            def remote(self, path):
-                                ok, host = fn(path)
-                                return (ok and node.startswith("a"), "node-" + node[0])
-                        return Bound()
-                return Task()
-            return wrap
-
-        def get(self, refs, timeout=None):
-            return refs
-
-    pytest.importorskip("ray")
-    with pytest.raises(RunFolderError, match=r"node-b \(10.0.0.2\) cannot see the run folder .*same path"):
-        executors._refuse_unreachable(FakeRay(), tmp_path)
-    assert list(tmp_path.iterdir()) == []  # the token is removed
+    same_rows(tmp_path / "local", tmp_path / "ray")
 
 
 @pytest.mark.data
@@ -363,11 +229,11 @@ def test_local_workers_match_serial(smoke_cfg, tmp_path):
 
     from cloakbench.bench.executors import run_local
 
-    cfg = _one_identity_grid(smoke_cfg, tmp_path)
+    cfg = one_identity_grid(smoke_cfg, tmp_path)
     Runner(cfg, tmp_path / "serial", device="cpu").execute()
     res = run_local(Runner(cfg, tmp_path / "pool", device="cpu"), workers=2)
     assert res == {"ran": 9, "skipped": 0}  # protect, purify, class images, 2 x (train, sample, evaluate)
-    _same_rows(tmp_path / "serial", tmp_path / "pool")
+    same_rows(tmp_path / "serial", tmp_path / "pool")
     threads = {json.loads(p.read_text())["threads"] for p in (tmp_path / "pool/artifacts").glob("*/DONE.json")}
     assert threads == {1}
     assert run_local(Runner(cfg, tmp_path / "pool", device="cpu"), workers=2) == {"ran": 0, "skipped": 9}

@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from cloakbench.bench import Runner, load_config
 from cloakbench.cli import app
 from cloakbench.errors import ConfigError, InputError, RunFolderError
+from grids import model_bytes, one_identity_grid, same_rows, smoke_grid
 
 cli = CliRunner()
 
@@ -697,3 +698,113 @@ def test_names_that_are_not_utf8_are_refused_before_work(tmp_path):
     res, text = run("bench", path, "--out", tmp_path / "run")
     assert res.exit_code == 2 and "'caf\\udce9.png'arenotnamedinvalidUTF-8" in text.replace(" ", ""), text
     assert not (tmp_path / "run" / "artifacts").exists()
+
+
+# ------------------------------------------------------------------ #37 items 3 and 7: threads, Ray as a cluster
+@pytest.mark.data
+def test_a_run_folder_pins_its_threads_so_a_resume_gives_the_same_bytes(shared_data, tmp_path):
+    """#37 item 3: float rounding depends on the CPU thread count, so the run folder records the count its first
+    run used (grid.json ``threads``) and every later run, with any executor, uses it: training stages redone by a
+    serial resume of a folder made by two one-thread workers give the same bytes, recorded with 1 thread."""
+    import json
+    import shutil
+
+    from cloakbench.bench.executors import run_local
+
+    cfg = one_identity_grid(smoke_grid(shared_data), tmp_path)
+    run = tmp_path / "run"
+    run_local(Runner(cfg, run, device="cpu"), workers=2)
+    assert json.loads((run / "grid.json").read_text())["threads"] == 1
+    before = model_bytes(run)
+    assert len(before) >= 2
+    for kind in ("train", "sample", "evaluate"):
+        for d in (run / "artifacts").glob(f"{kind}-*"):
+            shutil.rmtree(d)
+    res = Runner(cfg, run, device="cpu").execute()  # serial: proposes every core; the folder's 1 thread wins
+    assert res["ran"] == 6
+    assert {json.loads(p.read_text())["threads"] for p in (run / "artifacts").glob("*/DONE.json")} == {1}
+    assert model_bytes(run) == before
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_ray_on_two_nodes_survives_a_dead_worker_node_with_local_bytes(shared_data, tmp_path):
+    """#37 item 7: a Ray cluster of worker nodes (ray.cluster_utils.Cluster: separate raylet processes and session
+    folders, as `ray start` makes them). The trainings start on node A, the only one with a CPU; while they are
+    unfinished node B joins and A is killed; Ray runs the lost task again on B, and the rows and the trained
+    models' bytes equal a local run's (one thread per stage, pinned by the run folder). The cluster is driven from
+    the main thread (Ray's node start needs it); the run goes on in a second one."""
+    ray = pytest.importorskip("ray")
+    import threading
+    import time
+
+    from ray.cluster_utils import Cluster
+
+    from cloakbench.bench.executors import run_local, run_ray
+
+    cfg = one_identity_grid(smoke_grid(shared_data), tmp_path)
+    run_local(Runner(cfg, tmp_path / "local", device="cpu"), workers=2)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    try:
+        node_a = cluster.add_node(num_cpus=1)
+        ray.init(address=cluster.address, log_to_driver=False)
+        training, result, failure = threading.Event(), {}, []
+
+        def progress(spec, state):
+            if spec.kind == "train" and state == "running":
+                training.set()
+
+        def go():
+            try:
+                result.update(run_ray(Runner(cfg, tmp_path / "ray", device="cpu"), progress))
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+                failure.append(exc)
+        runner_thread = threading.Thread(target=go)
+        runner_thread.start()
+        assert training.wait(600), "no training was submitted"
+        time.sleep(2)  # the training's worker is starting or training on A
+        trains = sorted((tmp_path / "ray" / "artifacts").glob("train-*/DONE.json"))
+        cluster.add_node(num_cpus=1)
+        cluster.remove_node(node_a, allow_graceful=False)
+        runner_thread.join(900)
+        assert not runner_thread.is_alive() and not failure, failure
+        assert trains == [] and result["ran"] == 9  # no training had finished when A died; all are done now
+        assert [n["Alive"] for n in ray.nodes() if n["Resources"].get("CPU") or not n["Alive"]].count(False) == 1
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    same_rows(tmp_path / "local", tmp_path / "ray")
+    assert model_bytes(tmp_path / "ray") == model_bytes(tmp_path / "local")
+
+
+def test_ray_refuses_a_run_folder_its_nodes_cannot_see(tmp_path, monkeypatch):
+    """The reachability probe: a node that does not find the driver's token file in the run folder is named."""
+    from cloakbench.bench import executors
+    from cloakbench.errors import RunFolderError
+
+    class FakeRay:  # two nodes; the second answers as a machine without the shared folder would
+        def nodes(self):
+            return [{"Alive": True, "Resources": {"CPU": 1}, "NodeID": "a" * 56, "NodeManagerAddress": "10.0.0.1"},
+                    {"Alive": True, "Resources": {"CPU": 1}, "NodeID": "b" * 56, "NodeManagerAddress": "10.0.0.2"}]
+
+        def remote(self, **_):
+            def wrap(fn):
+                class Task:
+                    def options(self, scheduling_strategy):
+                        node = scheduling_strategy.node_id
+
+                        class Bound:
+                            def remote(self, path):
+                                ok, host = fn(path)
+                                return (ok and node.startswith("a"), "node-" + node[0])
+                        return Bound()
+                return Task()
+            return wrap
+
+        def get(self, refs, timeout=None):
+            return refs
+
+    pytest.importorskip("ray")
+    with pytest.raises(RunFolderError, match=r"node-b \(10.0.0.2\) cannot see the run folder .*same path"):
+        executors._refuse_unreachable(FakeRay(), tmp_path)
+    assert list(tmp_path.iterdir()) == []  # the token is removed
