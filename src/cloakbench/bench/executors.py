@@ -123,7 +123,9 @@ def run_ray(runner: Runner, progress: Progress = None, *, address: str | None = 
         runner.prepare()
         started = not ray.is_initialized()
         if started:
-            kw = {"address": address} if address else {"num_cpus": num_cpus, "include_dashboard": False}
+            # no address: a new local cluster, never one found running on this machine (ray_current_cluster)
+            kw = {"address": address} if address else {"address": "local", "num_cpus": num_cpus,
+                                                        "include_dashboard": False}
             ray.init(ignore_reinit_error=True, log_to_driver=False, **kw)
         try:
             _refuse_unreachable(ray, runner.run)
