@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -222,3 +223,18 @@ def test_purify_record_counts_faces_per_image(codeformer_ckpt):
     with pytest.raises(ValueError, match="face detector"):
         p.parts[0].detector = "retina"
         p.parts[0](torch.rand(1, 3, 64, 64))
+
+
+def test_spandrel_sr_needs_no_face_restoration_extra(monkeypatch):
+    """A plain SR checkpoint (the mini stack's Compact x2) loads through spandrel alone: the non-commercial
+    CodeFormer extra is needed only for face-restoration architectures, and its absence is then named."""
+    import sys
+
+    from cloakbench.models.mini.stack import SHIPPED
+    from cloakbench.purify import PURIFIERS
+    from cloakbench.purify.spandrel_io import load_restorer
+
+    monkeypatch.setitem(sys.modules, "spandrel_extra_arches", None)  # as if `cloakbench[codeformer]` were absent
+    desc = load_restorer.__wrapped__(str(Path(SHIPPED) / "sr.safetensors"))
+    assert desc.scale == 2 and desc.architecture.name == "RealESRGAN Compact"
+    assert PURIFIERS.get("spandrel-sr").factory.requires == ("spandrel",)

@@ -73,7 +73,7 @@ class SpandrelSR(Purifier):
     name = "spandrel-sr"
     paper = "any spandrel super-resolution checkpoint (Real-ESRGAN, SwinIR, ...)"
     reference = ""  # a generic loader, not a method
-    requires = ("spandrel", "spandrel_extra_arches")  # spandrel_io.load_restorer imports both
+    requires = ("spandrel",)  # spandrel_io.load_restorer (the extra arches only for face-restoration files)
     options = {"weights": "realesrgan-x4plus", "pre_size": 128}
 
     def __init__(self, **kw):

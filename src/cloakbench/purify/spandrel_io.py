@@ -17,14 +17,23 @@ def load_restorer(path: str, device: str = "cpu"):
     """A spandrel model descriptor for a CodeFormer / GFPGAN / RestoreFormer checkpoint file."""
     try:
         import spandrel  # noqa: F401  (the extra is installed)
-        import spandrel_extra_arches
     except ImportError as exc:
-        raise ImportError(f"face restoration needs `pip install 'cloakbench[codeformer]'` (non-commercial "
-                          f"CodeFormer licence) ({exc})") from exc
+        raise ImportError(f"restoration and SR checkpoints need spandrel: `pip install 'cloakbench[sr]'` ({exc})") from exc
+    try:  # CodeFormer / GFPGAN / RestoreFormer architectures: only these need the non-commercial extra
+        import spandrel_extra_arches
+    except ImportError:
+        spandrel_extra_arches = None
     from ..safe_tensors import load_spandrel
 
-    spandrel_extra_arches.install(ignore_duplicates=True)
-    desc = load_spandrel(path)  # tensors only: a TorchScript or pickled-code file is refused before spandrel sees it
+    if spandrel_extra_arches is not None:
+        spandrel_extra_arches.install(ignore_duplicates=True)
+    try:
+        desc = load_spandrel(path)  # tensors only: a TorchScript or pickled-code file is refused before spandrel sees it
+    except Exception as exc:  # noqa: BLE001 - an architecture spandrel alone does not know
+        if spandrel_extra_arches is None and type(exc).__name__ == "UnsupportedModelError":
+            raise ImportError(f"{path}: face restoration (CodeFormer, GFPGAN, RestoreFormer) needs `pip install "
+                              "'cloakbench[codeformer]'` (non-commercial CodeFormer licence)") from exc
+        raise
     return desc.to(device).eval()
 
 
