@@ -348,13 +348,8 @@ def identity_files(cfg: "BenchConfig", ident: str) -> tuple[list[Path], list[Pat
     root = cfg.data.root / ident
 
     def imgs(folder: Path) -> list[Path]:
-        from ..images import utf8
-
         found = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        bad = [p for p in found if not utf8(p.name)]
-        if bad:
-            raise InputError(f"{folder}: photo(s) {', '.join(ascii(p.name) for p in bad)} are not named in valid "
-                             "UTF-8 (another system's encoding): rename them")
+        _refuse_non_utf8([p.name for p in found], folder, "photo(s)")
         return found
 
     if cfg.data.layout == "setabc":
@@ -369,14 +364,19 @@ def identity_files(cfg: "BenchConfig", ident: str) -> tuple[list[Path], list[Pat
 def identities(cfg: "BenchConfig") -> list[str]:
     """The grid's identities: ``data.identities``, or every folder of ``data.root``; a name that is not valid UTF-8
     is refused by name here, before any stage (rows, records and the report hold it as text)."""
+    names = cfg.data.identities or sorted(p.name for p in cfg.data.root.iterdir() if p.is_dir())
+    _refuse_non_utf8(names, cfg.data.root, "identity folder(s)")
+    return names
+
+
+def _refuse_non_utf8(names: list[str], where: Path, what: str) -> None:
+    """An :class:`InputError` naming every one of ``names`` that is not valid UTF-8 text."""
     from ..images import utf8
 
-    names = cfg.data.identities or sorted(p.name for p in cfg.data.root.iterdir() if p.is_dir())
     bad = [n for n in names if not utf8(n)]
     if bad:
-        raise InputError(f"{cfg.data.root}: identity folder(s) {', '.join(ascii(n) for n in bad)} are not named in "
-                         "valid UTF-8 (another system's encoding): rename them")
-    return names
+        raise InputError(f"{where}: {what} {', '.join(ascii(n) for n in bad)} are not named in valid UTF-8 (another "
+                         "system's encoding): rename them")
 
 
 def missing_packages(cfg: BenchConfig) -> list[str]:

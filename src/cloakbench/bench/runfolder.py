@@ -146,15 +146,16 @@ def claim(run: Path, cfg, *, add: bool = False, dry: bool = False, inputs: dict[
                              f"work than in grid {held['name']!r}; rename them")
     if dry:
         return pinned
+    new_threads = held.get("threads") != pinned
     held["threads"] = pinned
     for kind, labels in mine["labels"].items():
         held["labels"].setdefault(kind, {}).update(labels)
     entry = {"name": mine["name"], "hash": mine["hash"]}
-    if entry not in held["added"] or new_inputs:
+    if entry not in held["added"] or new_inputs or new_threads:
         if entry not in held["added"]:
             held["added"].append(entry)
         held["inputs"] = {**held.get("inputs", {}), **inputs}
-    _write(path, held)
+        _write(path, held)
     return pinned
 
 

@@ -14,10 +14,10 @@ import torch
 
 from ..errors import ModelLoadError
 from .bundle import DiffusionModel
-from .hub import from_pipeline, load_pretrained, offline
+from .hub import from_pipeline, load_hub, load_pretrained, offline
 from .clip import DEFAULT_CLIP, Clip
 from .device import parse_dtype, pick_device
-from .sources import build_named
+from .sources import named
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +51,9 @@ def load_model(
     dtype = parse_dtype(dtype)
     text = str(source)
     path = Path(text).expanduser()
-    if (model := build_named(text, device, dtype)) is not None:
-        return model
-    if path.is_dir():
+    if (src := named(text)) is not None:
+        model = src.build()
+    elif path.is_dir():
         if not (path / "model_index.json").is_file():
             raise ModelLoadError(f"{path} is a folder but not a diffusers model (no model_index.json)")
         model = load_pretrained(str(path), text, local_files_only=True, revision=None)
@@ -62,7 +62,7 @@ def load_model(
     elif path.suffix.lower() in SINGLE_FILE_SUFFIXES or text.startswith((".", "/", "~")):
         raise ModelLoadError(f"model file or folder {path} does not exist")
     else:
-        model = load_pretrained(text, text, local_files_only=offline(), revision=revision)
+        model = load_hub(text, revision=revision)
     return model.to(pick_device(device), dtype)
 
 

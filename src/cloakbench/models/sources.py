@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import torch
-
 from ..registry import Registry
 from .bundle import DiffusionModel
 
@@ -99,11 +97,3 @@ def named(text: str) -> ModelSource | None:
     if text.lower() in MODELS.names() or (sep and where and attr.isidentifier()):
         return MODELS.create(text)
     return None
-
-
-def build_named(text: str, device: str | torch.device | None, dtype: torch.dtype) -> DiffusionModel | None:
-    """:func:`named`'s model on ``device`` in ``dtype``; None when ``text`` names none."""
-    from .device import pick_device
-
-    src = named(text)
-    return None if src is None else src.build().to(pick_device(device), dtype)
